@@ -1,0 +1,21 @@
+/** An opaque handle returned by {@link Clock.setTimeout}. */
+export type TimerHandle = { readonly __timer: unique symbol } | object;
+
+/**
+ * The one source of time for production code (STYLE.md §1).
+ *
+ * Two time lines are kept apart on purpose: `now()` is wall-clock time (it
+ * jumps forward when a laptop wakes from sleep, and token expiry is stated in
+ * it), `monotonic()` never jumps and drives timers — like Node's own timers,
+ * it does not advance while the machine is suspended.
+ */
+export interface Clock {
+  /** Wall-clock time in milliseconds since the Unix epoch. */
+  now(): number;
+  /** Monotonic time in milliseconds from an arbitrary origin. */
+  monotonic(): number;
+  /** Calls `callback` once, `delayMs` of monotonic time from now. */
+  setTimeout(callback: () => void, delayMs: number): TimerHandle;
+  /** Cancels a timer; cancelling a fired or cancelled timer does nothing. */
+  clearTimeout(handle: TimerHandle): void;
+}

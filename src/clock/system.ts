@@ -1,0 +1,15 @@
+import { performance } from 'node:perf_hooks';
+import type { Clock, TimerHandle } from './clock.js';
+
+/**
+ * The real clock. Timers are unref'd: a timer alone never keeps the process
+ * alive (a workload is kept alive by its server, a test by its own awaits).
+ */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  monotonic: () => performance.now(),
+  setTimeout: (callback, delayMs) => setTimeout(callback, Math.max(0, delayMs)).unref(),
+  clearTimeout: (handle: TimerHandle) => {
+    clearTimeout(handle as NodeJS.Timeout);
+  },
+};

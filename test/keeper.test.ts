@@ -1,0 +1,440 @@
+import { describe, expect, it } from 'vitest';
+import { TokenUnavailableError } from '../src/keeper/keeper.js';
+import {
+  HOUR,
+  INVALID_CLIENT,
+  INVALID_GRANT,
+  MINUTE,
+  REFUSED,
+  SECOND,
+  WAF_403,
+  attempts,
+  startHarness,
+} from './support/harness.js';
+
+/** Resolves a getToken() call to its token or its error code, letting fake time run. */
+async function tokenOrCode(promise: Promise<string>): Promise<string> {
+  return promise.then(
+    (token) => token,
+    (error: unknown) => (error instanceof TokenUnavailableError ? error.code : 'OTHER'),
+  );
+}
+
+describe('TokenKeeper — healthy life', () => {
+  it('refreshes early, at 75% of the lifetime, and keeps running with no status writes', async () => {
+    const h = await startHarness();
+    await h.clock.advance(44 * MINUTE);
+    expect(h.endpoint.requests).toHaveLength(0);
+    await h.clock.advance(2 * MINUTE);
+    expect(h.endpoint.requests).toHaveLength(1);
+    expect(h.endpoint.requests[0]?.at).toBe(h.clock.now() - 1 * MINUTE); // at 45 min
+    await h.clock.advance(10 * HOUR);
+    expect(h.endpoint.requests.length).toBeGreaterThanOrEqual(13);
+    expect(h.statuses).toEqual([]);
+    expect(h.keeper.peekToken()).toBe(`at-${h.endpoint.requests.length + 1}`);
+  });
+
+  it('persists a rotated refresh token before using it', async () => {
+    const h = await startHarness();
+    const served: string[] = [];
+    h.keeper.on((event) => {
+      if (event.type === 'state' && event.to === 'fresh') served.push(h.keeper.peekToken() ?? '');
+    });
+    await h.clock.advance(46 * MINUTE);
+    expect(h.store.saved).toHaveLength(1);
+    expect(h.store.saved[0]?.refreshToken).toBe(h.endpoint.current);
+    expect(served).toEqual([h.store.saved[0]?.accessToken]);
+  });
+
+  it('keeps the old refresh token when the response carries none', async () => {
+    const h = await startHarness();
+    h.endpoint.rotate = false;
+    await h.clock.advance(46 * MINUTE);
+    expect(h.store.saved[0]?.refreshToken).toBe('rt-1');
+    await h.clock.advance(46 * MINUTE);
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'ok']);
+  });
+
+  it('idles with a token that has no expiry: no refresh, no status change', async () => {
+    const h = await startHarness({ lifetimeSeconds: undefined });
+    await h.clock.advance(30 * 24 * HOUR);
+    expect(h.endpoint.requests).toHaveLength(0);
+    expect(h.statuses).toEqual([]);
+    expect(await h.keeper.getToken()).toBe('at-1');
+  });
+
+  it('keeps serving from memory when the store cannot save, and reports it', async () => {
+    const h = await startHarness();
+    h.store.failSaves = true;
+    await h.clock.advance(46 * MINUTE);
+    expect(h.events.some((e) => e.type === 'persist_failed' && e.detail === 'ENOSPC')).toBe(true);
+    expect(await h.keeper.getToken()).toBe('at-2');
+    expect(h.statuses).toEqual([]);
+  });
+});
+
+describe('TokenKeeper — failures', () => {
+  it('permanent on the hot path → one unauthenticated, no further requests', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = INVALID_CLIENT;
+    await h.clock.advance(HOUR); // token expired
+    const calls = Array.from({ length: 5 }, () => tokenOrCode(h.keeper.getToken()));
+    await h.clock.advance(SECOND);
+    expect(await Promise.all(calls)).toEqual(Array(5).fill('ERR_UNAUTHENTICATED'));
+    expect(h.statuses.map((s) => s.status)).toEqual(['unauthenticated']);
+    const requests = h.endpoint.requests.length;
+    await h.clock.advance(24 * HOUR);
+    expect(h.endpoint.requests).toHaveLength(requests);
+    expect(h.keeper.state).toBe('unauthenticated');
+  });
+
+  it('transient then success → no status change', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(45 * MINUTE + SECOND);
+    expect(attempts(h.events).map((a) => a.outcome)).toEqual(['transient']);
+    h.endpoint.fault = undefined;
+    await h.clock.advance(30 * SECOND);
+    expect(attempts(h.events).map((a) => a.outcome)).toEqual(['transient', 'success']);
+    expect(h.statuses).toEqual([]);
+    expect(h.keeper.snapshot().refresh.state).toBe('ok');
+  });
+
+  it('transient then permanent → unauthenticated', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = REFUSED;
+    await h.clock.advance(45 * MINUTE + SECOND);
+    h.endpoint.fault = INVALID_CLIENT;
+    await h.clock.advance(30 * SECOND);
+    expect(attempts(h.events).map((a) => a.outcome)).toEqual(['transient', 'permanent']);
+    expect(h.statuses.map((s) => s.status)).toEqual(['unauthenticated']);
+  });
+
+  it('short tier exhausted with a valid token left → still running, refresh degraded', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(48 * MINUTE);
+    expect(attempts(h.events).length).toBeGreaterThanOrEqual(6); // 5 short tries, then the slow tier
+    expect(h.statuses).toEqual([]);
+    expect(h.keeper.status).toBe('running');
+    expect(h.keeper.snapshot().refresh.state).toBe('degraded');
+    expect(await h.keeper.getToken()).toBe('at-1');
+  });
+
+  it('exhausted and token expired → auth_retrying, written once → first success → running', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(3 * HOUR);
+    expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying']);
+    expect(h.statuses[0]?.at).toBe(h.store.tokens?.expiresAt !== undefined ? h.store.tokens.expiresAt - MINUTE : NaN);
+    expect(h.keeper.snapshot().refresh.state).toBe('failing');
+    h.endpoint.fault = undefined;
+    await h.clock.advance(5 * MINUTE);
+    expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying', 'running']);
+    expect(await h.keeper.getToken()).toMatch(/^at-/);
+  });
+
+  it('places one attempt just before the token expires for sending', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(HOUR);
+    const sendExpiry = (h.store.tokens?.expiresAt ?? 0) - MINUTE;
+    const before = h.endpoint.requests.filter((r) => r.at < sendExpiry).map((r) => r.at);
+    const last = before[before.length - 1] ?? 0;
+    expect(sendExpiry - last).toBeGreaterThan(0);
+    expect(sendExpiry - last).toBeLessThanOrEqual(5 * SECOND);
+  });
+
+  it('ceiling → unauthenticated with a reason naming the ceiling, and no stale-registration hint', async () => {
+    const h = await startHarness({ dynamicClient: true, config: { ceiling: 2 * HOUR } });
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(4 * HOUR);
+    expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying', 'unauthenticated']);
+    expect(h.statuses[1]?.reason).toContain('TETHER_TOKEN_AUTH_RETRYING_MAX_ELAPSED');
+    expect(h.events.filter((e) => e.type === 'hint')).toEqual([]);
+    const failingSince = h.keeper.snapshot().refresh.failingSince ?? 0;
+    expect(h.statuses[1]?.at).toBeGreaterThan(failingSince + 2 * HOUR);
+    expect(h.statuses[1]?.at).toBeLessThanOrEqual(failingSince + 2 * HOUR + 5 * MINUTE);
+  });
+
+  it('ceiling 0 never gives up', async () => {
+    const h = await startHarness({ config: { ceiling: 0 } });
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(7 * 24 * HOUR);
+    expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying']);
+    h.endpoint.fault = undefined;
+    await h.clock.advance(5 * MINUTE);
+    expect(h.keeper.status).toBe('running');
+  });
+
+  it('permanent during auth_retrying → unauthenticated at once', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(2 * HOUR);
+    expect(h.keeper.status).toBe('auth_retrying');
+    h.endpoint.fault = INVALID_GRANT;
+    const before = h.endpoint.requests.length;
+    await h.clock.advance(5 * MINUTE);
+    expect(h.endpoint.requests).toHaveLength(before + 1);
+    expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying', 'unauthenticated']);
+    expect(h.statuses[1]?.at).toBe(h.endpoint.requests[before]?.at);
+  });
+
+  it('a stale-registration hint after a ceiling give-up then a real permanent error fires exactly once', async () => {
+    const h = await startHarness({ dynamicClient: true, name: 'work', config: { ceiling: HOUR } });
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(3 * HOUR);
+    expect(h.keeper.status).toBe('unauthenticated');
+    expect(h.events.filter((e) => e.type === 'hint')).toHaveLength(0);
+    for (let round = 0; round < 2; round++) {
+      h.endpoint.fault = undefined;
+      h.keeper.setTokens(h.endpoint.login()); // `tether login`
+      expect(h.keeper.status).toBe('running');
+      h.endpoint.fault = INVALID_CLIENT;
+      await h.clock.advance(HOUR);
+      expect(h.keeper.status).toBe('unauthenticated');
+    }
+    const hints = h.events.filter((e) => e.type === 'hint');
+    expect(hints).toHaveLength(1);
+    expect(hints[0]).toMatchObject({ code: 'stale_registration' });
+    expect(hints[0]?.type === 'hint' && hints[0].message).toContain('tether login work --reregister');
+  });
+
+  it('no stale-registration hint for a statically registered client', async () => {
+    const h = await startHarness({ dynamicClient: false });
+    h.endpoint.fault = INVALID_CLIENT;
+    await h.clock.advance(HOUR);
+    expect(h.keeper.status).toBe('unauthenticated');
+    expect(h.events.filter((e) => e.type === 'hint')).toHaveLength(0);
+  });
+
+  it('hot callers during auth_retrying fail fast with the seconds until the next attempt', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(90 * MINUTE);
+    expect(h.keeper.status).toBe('auth_retrying');
+    const first = tokenOrCode(h.keeper.getToken()); // the demand attempt, if its gap allows
+    await h.clock.advance(SECOND);
+    expect(await first).toBe('ERR_AUTH_RETRYING');
+    const requests = h.endpoint.requests.length;
+    const start = h.clock.monotonic();
+    const error = await h.keeper.getToken().catch((e: unknown) => e);
+    expect(h.clock.monotonic()).toBe(start); // failed without waiting
+    expect(error).toBeInstanceOf(TokenUnavailableError);
+    const seconds = (error as TokenUnavailableError).retryAfterSeconds ?? 0;
+    expect(seconds).toBeGreaterThan(0);
+    expect(seconds).toBeLessThanOrEqual(5 * 60);
+    expect(h.endpoint.requests).toHaveLength(requests);
+  });
+
+  it('adopts a token another process rotated instead of believing invalid_grant', async () => {
+    const h = await startHarness();
+    await h.clock.advance(30 * MINUTE);
+    // Another process refreshes the shared credential and stores the result.
+    const other = await h.endpoint.refresh(h.endpoint.current, new AbortController().signal);
+    if (!other.ok) throw new Error('setup');
+    h.store.tokens = {
+      accessToken: other.tokens.accessToken,
+      refreshToken: other.tokens.refreshToken ?? '',
+      issuedAt: h.clock.now(),
+      expiresAt: h.clock.now() + HOUR,
+    };
+    await h.clock.advance(16 * MINUTE); // our refresh uses the spent token → invalid_grant → re-read
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'invalid_grant']);
+    expect(h.events.some((e) => e.type === 'adopted')).toBe(true);
+    expect(h.statuses).toEqual([]);
+    expect(await h.keeper.getToken()).toBe(other.tokens.accessToken);
+  });
+
+  it('after adopting a stored token that is already due, retries once with its refresh token', async () => {
+    const h = await startHarness();
+    const other = await h.endpoint.refresh(h.endpoint.current, new AbortController().signal);
+    if (!other.ok) throw new Error('setup');
+    h.store.tokens = {
+      accessToken: other.tokens.accessToken,
+      refreshToken: other.tokens.refreshToken ?? '',
+      issuedAt: h.clock.now() - 50 * MINUTE,
+      expiresAt: h.clock.now() + 10 * MINUTE,
+    };
+    await h.clock.advance(46 * MINUTE);
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'invalid_grant', 'ok']);
+    expect(h.statuses).toEqual([]);
+  });
+
+  it('invalid_grant with nothing newer in the store → unauthenticated', async () => {
+    const h = await startHarness();
+    h.endpoint.current = 'revoked';
+    await h.clock.advance(46 * MINUTE);
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['invalid_grant']);
+    expect(h.statuses.map((s) => s.status)).toEqual(['unauthenticated']);
+  });
+});
+
+describe('TokenKeeper — concurrency and shutdown', () => {
+  it('10,000 concurrent getToken() calls at expiry cause exactly one refresh and all get the same token', async () => {
+    const h = await startHarness();
+    h.endpoint.latencyMs = 200;
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(HOUR + MINUTE); // token expired, short tier exhausted
+    h.endpoint.fault = undefined;
+    await h.clock.advance(10 * SECOND);
+    const before = h.endpoint.requests.length;
+    const calls = Array.from({ length: 10_000 }, () => h.keeper.getToken());
+    await h.clock.advance(SECOND);
+    const tokens = new Set(await Promise.all(calls));
+    expect(h.endpoint.requests.length - before).toBe(1);
+    expect(h.endpoint.maxInFlight).toBe(1);
+    expect(tokens.size).toBe(1);
+    expect([...tokens][0]).toBe(h.keeper.peekToken());
+  });
+
+  it.each([
+    ['waiting for the early refresh', 10 * MINUTE],
+    ['in the short tier', 45 * MINUTE + 5 * SECOND],
+    ['in the slow tier', 50 * MINUTE],
+    ['during auth_retrying', 2 * HOUR],
+    ['during an attempt in flight', 45 * MINUTE + 100],
+  ])('stop %s ends quietly with no status write', async (_label, at) => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    h.endpoint.latencyMs = 1000;
+    await h.clock.advance(at);
+    const statusesBefore = h.statuses.length;
+    const requestsBefore = h.endpoint.requests.length;
+    const waiting = tokenOrCode(h.keeper.getToken());
+    h.keeper.stop();
+    await h.clock.advance(48 * HOUR);
+    expect(h.statuses).toHaveLength(statusesBefore);
+    expect(h.endpoint.requests).toHaveLength(requestsBefore);
+    expect(h.clock.pendingTimers).toBe(0);
+    expect(h.keeper.state).toBe('stopped');
+    // A caller either had the valid token, failed fast, or was told the keeper stopped.
+    expect(['ERR_KEEPER_STOPPED', 'ERR_AUTH_RETRYING', 'at-1']).toContain(await waiting);
+  });
+});
+
+describe('TokenKeeper — improvements over give-up and fixed-cadence monitors', () => {
+  it('an outage shorter than the early-refresh slack causes zero failed getToken() calls and no status change', async () => {
+    const h = await startHarness();
+    await h.clock.advance(44 * MINUTE);
+    h.endpoint.fault = WAF_403;
+    let failed = 0;
+    for (let t = 0; t < 14 * 60; t++) {
+      await h.keeper.getToken().catch(() => failed++);
+      await h.clock.advance(SECOND);
+    }
+    h.endpoint.fault = undefined;
+    for (let t = 0; t < 10 * 60; t++) {
+      await h.keeper.getToken().catch(() => failed++);
+      await h.clock.advance(SECOND);
+    }
+    expect(failed).toBe(0);
+    expect(h.statuses).toEqual([]);
+    expect(attempts(h.events).some((a) => a.outcome === 'transient')).toBe(true);
+    expect(attempts(h.events).at(-1)?.outcome).toBe('success');
+  });
+
+  it('after an outage ends, a demand request recovers within one attempt', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(3 * HOUR);
+    h.endpoint.fault = undefined;
+    // The demand gap is at most the tick interval; the request after it triggers the attempt.
+    let token: string | undefined;
+    const before = h.endpoint.requests.length;
+    for (let t = 0; t < 5 * 60 && token === undefined; t++) {
+      token = await h.keeper.getToken().catch(() => undefined);
+      if (token === undefined) await h.clock.advance(SECOND);
+    }
+    expect(token).toMatch(/^at-/);
+    expect(h.endpoint.requests.slice(before).map((r) => r.answer)).toEqual(['ok']);
+  });
+
+  it('the demand gap grows with the episode: max(probe minimum, 10%), capped at the tick', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(HOUR);
+    const t0 = h.endpoint.requests.length;
+    for (let t = 0; t < 3600; t++) {
+      await h.keeper.getToken().catch(() => undefined);
+      await h.clock.advance(SECOND);
+    }
+    const perHourHammered = h.endpoint.requests.length - t0;
+    expect(perHourHammered).toBeGreaterThan(12); // demand adds attempts…
+    expect(perHourHammered).toBeLessThanOrEqual(30); // …but a hammering client adds little load
+  });
+
+  it.each(['network', 'wake'] as const)('a %s trigger starts an attempt within the minimum gap', async (kind) => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(3 * HOUR);
+    h.endpoint.fault = undefined;
+    const lastFailure = h.endpoint.requests.at(-1)?.at ?? 0;
+    void h.keeper.trigger(kind);
+    await h.clock.advance(h.config.probeMinInterval);
+    const recovery = h.endpoint.requests.at(-1);
+    expect(recovery?.answer).toBe('ok');
+    expect((recovery?.at ?? 0) - lastFailure).toBeLessThanOrEqual(Math.max(h.config.probeMinInterval, h.clock.now() - lastFailure));
+    expect(h.keeper.status).toBe('running');
+  });
+
+  it('a trigger right after an attempt waits out the minimum gap, then tries', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(3 * HOUR);
+    await h.keeper.trigger('manual'); // an attempt now
+    const manual = h.endpoint.requests.at(-1)?.at ?? 0;
+    void h.keeper.trigger('network');
+    await h.clock.advance(9 * SECOND);
+    expect(h.endpoint.requests.at(-1)?.at).toBe(manual);
+    await h.clock.advance(SECOND);
+    expect(h.endpoint.requests.at(-1)?.at).toBe(manual + 10 * SECOND);
+  });
+
+  it('Retry-After: 120 → no attempt earlier than 120 s, whatever triggers', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = { kind: 'http', status: 503, headers: { 'retry-after': '120' }, body: '' };
+    await h.clock.advance(45 * MINUTE + SECOND);
+    expect(h.endpoint.requests).toHaveLength(1);
+    const first = h.endpoint.requests[0]?.at ?? 0;
+    await h.keeper.trigger('manual');
+    await h.keeper.trigger('network');
+    await h.clock.advance(118 * SECOND);
+    expect(h.endpoint.requests).toHaveLength(1);
+    await h.clock.advance(2 * SECOND);
+    expect(h.endpoint.requests).toHaveLength(2);
+    expect((h.endpoint.requests[1]?.at ?? 0) - first).toBe(120 * SECOND);
+  });
+
+  it('a machine asleep past the ceiling tries once more on wake before giving up', async () => {
+    const h = await startHarness({ config: { ceiling: 4 * HOUR } });
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(90 * MINUTE);
+    h.clock.sleep(10 * HOUR);
+    const before = h.endpoint.requests.length;
+    h.endpoint.fault = undefined;
+    await h.keeper.trigger('wake');
+    expect(h.endpoint.requests.slice(before).map((r) => r.answer)).toEqual(['ok']);
+    expect(h.keeper.status).toBe('running');
+  });
+
+  it('…and gives up after that one try if it still fails', async () => {
+    const h = await startHarness({ config: { ceiling: 4 * HOUR } });
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(90 * MINUTE);
+    h.clock.sleep(10 * HOUR);
+    const before = h.endpoint.requests.length;
+    await h.keeper.trigger('wake');
+    expect(h.endpoint.requests.length - before).toBe(1);
+    expect(h.keeper.status).toBe('unauthenticated');
+  });
+
+  it('a wake with a fresh token past its refresh point refreshes at once', async () => {
+    const h = await startHarness();
+    await h.clock.advance(10 * MINUTE);
+    h.clock.sleep(3 * HOUR);
+    await h.keeper.trigger('wake');
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok']);
+    expect(h.statuses).toEqual([]);
+  });
+});

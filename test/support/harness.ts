@@ -1,0 +1,179 @@
+import { FakeClock } from '../../src/clock/fake.js';
+import { DEFAULT_KEEPER_CONFIG, type KeeperConfig } from '../../src/config/keeper-config.js';
+import type { RefreshFailure } from '../../src/keeper/failure.js';
+import { TokenKeeper, type KeeperOptions } from '../../src/keeper/keeper.js';
+import type { KeeperEvent, KeeperStatus, RefreshResult, TokenSet } from '../../src/keeper/types.js';
+
+export const SECOND = 1000;
+export const MINUTE = 60 * SECOND;
+export const HOUR = 60 * MINUTE;
+
+/** A WAF block page, the origin bug's failure. */
+export const WAF_403: RefreshFailure = {
+  kind: 'http',
+  status: 403,
+  headers: { 'content-type': 'text/html' },
+  body: '<!DOCTYPE html><html><body>Access denied</body></html>',
+};
+export const REFUSED: RefreshFailure = { kind: 'network', code: 'ECONNREFUSED' };
+export const INVALID_GRANT: RefreshFailure = {
+  kind: 'http',
+  status: 400,
+  headers: { 'content-type': 'application/json' },
+  body: '{"error":"invalid_grant"}',
+};
+export const INVALID_CLIENT: RefreshFailure = {
+  kind: 'http',
+  status: 401,
+  headers: { 'content-type': 'application/json' },
+  body: '{"error":"invalid_client"}',
+};
+
+/**
+ * A model of a token endpoint with refresh-token rotation: each success
+ * issues `at-N`/`rt-N` and makes the previous refresh token invalid. A fault,
+ * when set, answers instead of the server (never reaching it), as a fault
+ * proxy would.
+ */
+export class TokenEndpoint {
+  fault: RefreshFailure | undefined;
+  lifetimeSeconds: number | undefined = 3600;
+  latencyMs = 0;
+  rotate = true;
+  readonly requests: { at: number; refreshToken: string; answer: 'ok' | 'fault' | 'invalid_grant' }[] = [];
+  inFlight = 0;
+  maxInFlight = 0;
+  #serial = 0;
+  current = 'rt-0';
+
+  constructor(readonly clock: FakeClock) {}
+
+  /** Issues a token set as a login would. */
+  login(): TokenSet {
+    this.#serial++;
+    this.current = `rt-${this.#serial}`;
+    const now = this.clock.now();
+    return {
+      accessToken: `at-${this.#serial}`,
+      refreshToken: this.current,
+      issuedAt: now,
+      ...(this.lifetimeSeconds !== undefined && { expiresAt: now + this.lifetimeSeconds * 1000 }),
+    };
+  }
+
+  readonly refresh = async (refreshToken: string, signal: AbortSignal): Promise<RefreshResult> => {
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      if (this.latencyMs > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = this.clock.setTimeout(resolve, this.latencyMs);
+          signal.addEventListener('abort', () => {
+            this.clock.clearTimeout(timer);
+            resolve();
+          });
+        });
+      }
+      // An aborted request never reached the server (the keeper is stopping).
+      if (signal.aborted) return { ok: false, failure: { kind: 'network', code: 'ABORT_ERR' } };
+      const at = this.clock.now();
+      if (this.fault !== undefined) {
+        this.requests.push({ at, refreshToken, answer: 'fault' });
+        return { ok: false, failure: this.fault };
+      }
+      if (refreshToken !== this.current) {
+        this.requests.push({ at, refreshToken, answer: 'invalid_grant' });
+        return { ok: false, failure: INVALID_GRANT };
+      }
+      this.requests.push({ at, refreshToken, answer: 'ok' });
+      this.#serial++;
+      if (this.rotate) this.current = `rt-${this.#serial}`;
+      return {
+        ok: true,
+        tokens: {
+          accessToken: `at-${this.#serial}`,
+          ...(this.rotate && { refreshToken: this.current }),
+          ...(this.lifetimeSeconds !== undefined && { expiresIn: this.lifetimeSeconds }),
+        },
+      };
+    } finally {
+      this.inFlight--;
+    }
+  };
+}
+
+/** An in-memory store that records what was saved, in order. */
+export class MemoryStore {
+  tokens: TokenSet | undefined;
+  readonly saved: TokenSet[] = [];
+  failSaves = false;
+
+  load(): Promise<TokenSet | undefined> {
+    return Promise.resolve(this.tokens);
+  }
+
+  save(tokens: TokenSet): Promise<void> {
+    if (this.failSaves) return Promise.reject(Object.assign(new Error('disk full'), { code: 'ENOSPC' }));
+    this.tokens = tokens;
+    this.saved.push(tokens);
+    return Promise.resolve();
+  }
+}
+
+/** A deterministic PRNG (mulberry32), so jitter is reproducible. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface Harness {
+  clock: FakeClock;
+  endpoint: TokenEndpoint;
+  store: MemoryStore;
+  keeper: TokenKeeper;
+  statuses: { status: KeeperStatus; reason: string; at: number }[];
+  events: KeeperEvent[];
+  config: KeeperConfig;
+}
+
+/** A keeper wired to a fake clock, a model token endpoint and an in-memory store, started with a fresh login. */
+export async function startHarness(
+  options: { config?: Partial<KeeperConfig>; lifetimeSeconds?: number | undefined; random?: () => number } & Partial<
+    Pick<KeeperOptions, 'dynamicClient' | 'name'>
+  > = {},
+): Promise<Harness> {
+  const clock = new FakeClock();
+  const endpoint = new TokenEndpoint(clock);
+  if ('lifetimeSeconds' in options) endpoint.lifetimeSeconds = options.lifetimeSeconds;
+  const store = new MemoryStore();
+  const config = { ...DEFAULT_KEEPER_CONFIG, ...options.config };
+  const statuses: Harness['statuses'] = [];
+  const events: KeeperEvent[] = [];
+  const keeper = new TokenKeeper({
+    clock,
+    config,
+    refresh: endpoint.refresh,
+    store,
+    status: (status, reason) => statuses.push({ status, reason, at: clock.now() }),
+    random: options.random ?? (() => 0.5),
+    ...(options.dynamicClient !== undefined && { dynamicClient: options.dynamicClient }),
+    ...(options.name !== undefined && { name: options.name }),
+  });
+  keeper.on((event) => events.push(event));
+  const initial = endpoint.login();
+  await store.save(initial);
+  store.saved.length = 0;
+  await keeper.start(initial);
+  return { clock, endpoint, store, keeper, statuses, events, config };
+}
+
+/** The attempt events recorded so far. */
+export function attempts(events: KeeperEvent[]): Extract<KeeperEvent, { type: 'attempt' }>[] {
+  return events.filter((e): e is Extract<KeeperEvent, { type: 'attempt' }> => e.type === 'attempt');
+}
