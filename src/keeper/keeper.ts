@@ -141,7 +141,7 @@ export class TokenKeeper {
   async start(initial?: TokenSet): Promise<void> {
     if (this.#state.kind !== 'idle') throw new TetherError('ERR_KEEPER_STATE', `keeper cannot start from state ${this.#state.kind}`);
     const tokens = initial ?? (await this.#options.store.load());
-    if (this.#state.kind !== 'idle') return; // stopped while loading
+    if (this.state !== 'idle') return; // stopped while loading
     if (tokens === undefined) {
       this.#transition({ kind: 'unauthenticated', reason: 'no stored credentials', episode: undefined });
       return;

@@ -1,0 +1,39 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_KEEPER_CONFIG, KEEPER_ENV, keeperConfigFromEnv } from '../src/config/keeper-config.js';
+import { formatDuration } from '../src/config/duration.js';
+
+const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+
+/** The rows of the README's configuration table: variable → default as written. */
+function documentedVariables(): Map<string, string> {
+  const rows = new Map<string, string>();
+  for (const match of readme.matchAll(/^\| `((?:TETHER|TOOLHIVE)_[A-Z_]+)` \| `([^`]+)` \|/gm)) {
+    rows.set(match[1] ?? '', match[2] ?? '');
+  }
+  return rows;
+}
+
+describe('README configuration table', () => {
+  it('documents exactly the variables the code reads', () => {
+    expect([...documentedVariables().keys()].sort()).toEqual(KEEPER_ENV.map((v) => v.name).sort());
+  });
+
+  it('names every TETHER_ variable mentioned anywhere in the README that the code reads', () => {
+    const mentioned = new Set([...readme.matchAll(/\bTETHER_[A-Z][A-Z_]*[A-Z]\b/g)].map((m) => m[0]));
+    const read = new Set(KEEPER_ENV.map((v) => v.name));
+    expect([...mentioned].filter((name) => !read.has(name))).toEqual([]);
+  });
+
+  it.each(KEEPER_ENV.map((v) => [v.name, v] as const))('%s: the documented default is the default, and the code reads it', (_name, variable) => {
+    const documented = documentedVariables().get(variable.name) ?? '';
+    const actual = DEFAULT_KEEPER_CONFIG[variable.key];
+    expect(variable.kind === 'count' ? String(actual) : formatDuration(actual)).toBe(documented);
+    // Setting the variable (and its alias) changes the config: the code really reads it.
+    const value = variable.kind === 'count' ? '7' : '7m';
+    const expected = variable.kind === 'count' ? 7 : 7 * 60_000;
+    const extra = variable.key === 'initialRetryInterval' ? { TETHER_TOKEN_REFRESH_MAX_RETRY_INTERVAL: '1h' } : {};
+    expect(keeperConfigFromEnv({ ...extra, [variable.name]: value })[variable.key]).toBe(expected);
+    expect(keeperConfigFromEnv({ ...extra, [variable.alias]: value })[variable.key]).toBe(expected);
+  });
+});
