@@ -1,7 +1,5 @@
-import type { NetworkInterfaceInfo } from 'node:os';
 import { FakeClock } from '../../src/clock/fake.js';
 import { DEFAULT_KEEPER_CONFIG, type KeeperConfig } from '../../src/config/keeper-config.js';
-import { watchNetwork, watchWake } from '../../src/keeper/detectors.js';
 import type { RefreshFailure } from '../../src/keeper/failure.js';
 import { TokenKeeper, TokenUnavailableError } from '../../src/keeper/keeper.js';
 import type { KeeperStatus, KeeperStore, RefreshFunction, StatusSink, TokenSet } from '../../src/keeper/types.js';
@@ -61,19 +59,35 @@ export const tetherPolicy: Policy = (deps) => new TokenKeeper(deps);
 
 export interface SimRecord {
   readonly requests: readonly { at: number; refreshToken: string; answer: 'ok' | 'fault' | 'invalid_grant' }[];
-  readonly statuses: readonly { at: number; status: KeeperStatus; reason: string; state: string | undefined }[];
-  /** getToken() outcomes: `token` on success, else the error code and retry-after. */
-  readonly served: readonly { at: number; token?: string; code?: string; retryAfterSeconds?: number }[];
+  /** Status writes, with the keeper's state and whether it held a valid token at that moment. */
+  readonly statuses: readonly {
+    at: number;
+    status: KeeperStatus;
+    reason: string;
+    state: string | undefined;
+    tokenValid: boolean;
+  }[];
+  /** getToken() outcomes (`at`: when it settled): `token` on success, else the error code and retry-after. */
+  readonly served: readonly { at: number; status: KeeperStatus; token?: string; code?: string; retryAfterSeconds?: number }[];
   /** Saves, with the order in which each happened relative to requests and serves. */
   readonly saves: readonly { at: number; seq: number; tokens: TokenSet }[];
   /** Every access token served, with its sequence number. */
   readonly servedSeq: readonly { seq: number; token: string }[];
   /** Refresh tokens sent, with their sequence number. */
   readonly sentSeq: readonly { seq: number; refreshToken: string }[];
+  /**
+   * When outages really ended and sleeps really happened: an event whose time
+   * falls inside a sleep happens at the wake, later than the scenario says.
+   */
+  readonly actual: { readonly outageEnds: readonly number[]; readonly sleeps: readonly { at: number; until: number }[] };
+  /** Times the keeper took a token into use that the store did not hold yet. */
+  readonly heldBeforePersisted: number;
   /** Seconds sampled without a valid token (when sampling). */
   readonly secondsWithoutToken: number;
   readonly maxInFlight: number;
   readonly initialRefreshToken: string;
+  /** Wall-clock time at the start of the run (token expiries are absolute). */
+  readonly t0: number;
   readonly config: KeeperConfig;
   readonly keeper: SimKeeper;
 }
@@ -103,7 +117,7 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
     sentSeq.push({ seq: seq++, refreshToken });
     return endpoint.refresh(refreshToken, signal);
   };
-  const statuses: { at: number; status: KeeperStatus; reason: string; state: string | undefined }[] = [];
+  const statuses: SimRecord['statuses'][number][] = [];
   const keeper: SimKeeper = policy({
     clock,
     config,
@@ -111,45 +125,35 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
     store,
     status: (status, reason) => {
       const state = keeper instanceof TokenKeeper ? keeper.state : undefined;
-      statuses.push({ at: clock.now() - t0, status, reason, state });
+      statuses.push({ at: clock.now() - t0, status, reason, state, tokenValid: keeper.peekToken() !== undefined });
     },
     random: seededRandom(scenario.seed),
   });
 
-  const served: { at: number; token?: string; code?: string; retryAfterSeconds?: number }[] = [];
+  const served: SimRecord['served'][number][] = [];
   const ask = async (): Promise<{ token?: string; retryAfterSeconds?: number }> => {
-    const at = clock.now() - t0;
     try {
       const token = await keeper.getToken();
-      served.push({ at, token });
+      served.push({ at: clock.now() - t0, status: keeper.status, token });
       servedSeq.push({ seq: seq++, token });
       return { token };
     } catch (error) {
       const code = error instanceof TokenUnavailableError ? error.code : 'OTHER';
       const retryAfterSeconds = error instanceof TokenUnavailableError ? error.retryAfterSeconds : undefined;
-      served.push({ at, code, ...(retryAfterSeconds !== undefined && { retryAfterSeconds }) });
+      served.push({ at: clock.now() - t0, status: keeper.status, code, ...(retryAfterSeconds !== undefined && { retryAfterSeconds }) });
       return retryAfterSeconds !== undefined ? { retryAfterSeconds } : {};
     }
   };
 
-  // Detectors, as a workload wires them: a wake or a network change is a trigger.
-  let networkGeneration = 0;
-  const interfaces = (): NodeJS.Dict<NetworkInterfaceInfo[]> => ({
-    eth0: [
-      {
-        address: `192.0.2.${String(1 + (networkGeneration % 250))}`,
-        netmask: '255.255.255.0',
-        family: 'IPv4',
-        mac: '00:00:00:00:00:00',
-        internal: false,
-        cidr: null,
-      },
-    ],
-  });
-  const watchers = [
-    watchWake({ clock, onWake: () => void keeper.trigger?.('wake') }),
-    watchNetwork({ clock, interfaces, onChange: () => void keeper.trigger?.('network') }),
-  ];
+  // Persisted before used: whenever the keeper takes a token into use, the store must already hold it.
+  let heldBeforePersisted = 0;
+  if (keeper instanceof TokenKeeper) {
+    keeper.on((event) => {
+      if (event.type !== 'state' || event.to !== 'fresh') return;
+      const held = keeper.peekToken();
+      if (held !== undefined && stored?.accessToken !== held) heldBeforePersisted++;
+    });
+  }
 
   const initial = endpoint.login();
   await store.save(initial);
@@ -158,14 +162,16 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
 
   // The scenario as events in wall-clock order.
   const events: { at: number; apply: () => void }[] = [];
+  const outageEnds: number[] = [];
+  const sleeps: { at: number; until: number }[] = [];
   for (const outage of scenario.outages) {
     events.push({ at: outage.start, apply: () => (endpoint.fault = outage.fault) });
     events.push({
       at: outage.end,
+      // Another outage may still be running (scenario time, not the clock: timers land on fractional ms).
       apply: () => {
-        const now = clock.now() - t0;
-        const active = scenario.outages.find((o) => o.start <= now && now < o.end);
-        endpoint.fault = active?.fault;
+        endpoint.fault = scenario.outages.find((o) => o.start <= outage.end && outage.end < o.end)?.fault;
+        outageEnds[scenario.outages.indexOf(outage)] = clock.now() - t0;
       },
     });
   }
@@ -173,8 +179,11 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
   for (const sleep of scenario.sleeps) {
     events.push({
       at: sleep.at,
+      // The wake detector notices within one poll; the simulation wakes the keeper at once.
       apply: () => {
+        sleeps.push({ at: clock.now() - t0, until: clock.now() - t0 + sleep.ms });
         clock.sleep(sleep.ms);
+        void keeper.trigger?.('wake');
       },
     });
   }
@@ -182,7 +191,7 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
     events.push({
       at,
       apply: () => {
-        networkGeneration++;
+        void keeper.trigger?.('network');
       },
     });
   }
@@ -232,7 +241,6 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
   const rest = scenario.horizonMs - (clock.now() - t0);
   if (rest > 0) await clock.advance(rest);
   keeper.stop();
-  for (const watcher of watchers) watcher.stop();
   await clock.flush();
 
   return {
@@ -242,9 +250,12 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
     saves,
     servedSeq,
     sentSeq,
+    actual: { outageEnds, sleeps },
+    heldBeforePersisted,
     secondsWithoutToken,
     maxInFlight: endpoint.maxInFlight,
     initialRefreshToken,
+    t0,
     config,
     keeper,
   };
