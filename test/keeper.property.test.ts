@@ -42,7 +42,7 @@ const scenario: fc.Arbitrary<Scenario> = fc.record({
   }),
   latencyMs: fc.constantFrom(0, 200, 2000),
   seed: fc.integer(),
-}).map((s) => (s.revokeAt === undefined ? (({ revokeAt: _, ...rest }) => rest)(s) : s) as Scenario);
+}).map(({ revokeAt, ...rest }): Scenario => (revokeAt === undefined ? rest : { ...rest, revokeAt }));
 
 /** The invariants of DESIGN §3 over one simulated run; returns a description of the first one broken. */
 function brokenInvariant(s: Scenario, r: SimRecord): string | undefined {
