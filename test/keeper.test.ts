@@ -63,6 +63,14 @@ describe('TokenKeeper — healthy life', () => {
     expect(await h.keeper.getToken()).toBe('at-1');
   });
 
+  it('waits out a token valid for a year, although timers cannot wait that long', async () => {
+    const h = await startHarness({ lifetimeSeconds: 365 * 24 * 3600 });
+    await h.clock.advance(270 * 24 * HOUR);
+    expect(h.endpoint.requests).toHaveLength(0);
+    await h.clock.advance(10 * 24 * HOUR);
+    expect(h.endpoint.requests).toHaveLength(1);
+  });
+
   it('keeps serving from memory when the store cannot save, and reports it', async () => {
     const h = await startHarness();
     h.store.failSaves = true;

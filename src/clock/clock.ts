@@ -19,3 +19,11 @@ export interface Clock {
   /** Cancels a timer; cancelling a fired or cancelled timer does nothing. */
   clearTimeout(handle: TimerHandle): void;
 }
+
+/**
+ * The longest delay a timer can take. Node fires a timer with a longer delay
+ * after 1 ms instead — a token valid for a year would otherwise be refreshed
+ * in a tight loop — so clocks cap delays here, and callers re-arm when a timer
+ * fires before what it waits for is due.
+ */
+export const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;

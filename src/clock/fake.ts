@@ -1,4 +1,4 @@
-import type { Clock, TimerHandle } from './clock.js';
+import { MAX_TIMER_DELAY_MS, type Clock, type TimerHandle } from './clock.js';
 
 interface FakeTimer {
   readonly due: number;
@@ -15,6 +15,8 @@ const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolv
  * timers fire in order of due time (ties in order of creation), with pending
  * promise callbacks allowed to run after each one, so a 24-hour scenario runs
  * in milliseconds and the same way every time.
+ *
+ * Delays are capped at {@link MAX_TIMER_DELAY_MS}, as the system clock caps them.
  *
  * `sleep()` models a suspended machine: wall time jumps, monotonic time and
  * timers stand still.
@@ -38,7 +40,7 @@ export class FakeClock implements Clock {
   }
 
   setTimeout(callback: () => void, delayMs: number): TimerHandle {
-    const timer: FakeTimer = { due: this.#mono + Math.max(0, delayMs), seq: this.#seq++, callback, cancelled: false };
+    const timer: FakeTimer = { due: this.#mono + Math.min(Math.max(0, delayMs), MAX_TIMER_DELAY_MS), seq: this.#seq++, callback, cancelled: false };
     this.#push(timer);
     return timer;
   }

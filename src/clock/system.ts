@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { Clock, TimerHandle } from './clock.js';
+import { MAX_TIMER_DELAY_MS, type Clock, type TimerHandle } from './clock.js';
 
 /**
  * The real clock. Timers are unref'd: a timer alone never keeps the process
@@ -8,7 +8,7 @@ import type { Clock, TimerHandle } from './clock.js';
 export const systemClock: Clock = {
   now: () => Date.now(),
   monotonic: () => performance.now(),
-  setTimeout: (callback, delayMs) => setTimeout(callback, Math.max(0, delayMs)).unref(),
+  setTimeout: (callback, delayMs) => setTimeout(callback, Math.min(Math.max(0, delayMs), MAX_TIMER_DELAY_MS)).unref(),
   clearTimeout: (handle: TimerHandle) => {
     clearTimeout(handle as NodeJS.Timeout);
   },

@@ -529,8 +529,11 @@ export class TokenKeeper {
 
   #onTimer(): void {
     const state = this.#state;
-    if (state.kind === 'fresh') void this.#startAttempt('schedule');
-    else if (state.kind === 'backoff' && this.#clock.monotonic() >= state.nextAttemptAt) void this.#startAttempt('schedule');
+    // A timer may fire before what it waits for (delays are capped): then it is re-armed.
+    const due =
+      (state.kind === 'fresh' && this.#clock.now() >= (this.#held?.refreshAt ?? Infinity)) ||
+      (state.kind === 'backoff' && this.#clock.monotonic() >= state.nextAttemptAt);
+    if (due) void this.#startAttempt('schedule');
     else {
       this.#updateStatus();
       this.#arm();
