@@ -15,7 +15,12 @@ import { machineLine, printTable } from './table.js';
 const TOTAL = 10_000_000;
 const BATCH = 100_000;
 
-const tokens: TokenSet = { accessToken: 'at', refreshToken: 'rt', issuedAt: Date.now(), expiresAt: Date.now() + 3_600_000 };
+const tokens: TokenSet = {
+  accessToken: 'at',
+  refreshToken: 'rt',
+  issuedAt: Date.now(),
+  expiresAt: Date.now() + 3_600_000,
+};
 const keeper = new TokenKeeper({
   clock: systemClock,
   config: DEFAULT_KEEPER_CONFIG,

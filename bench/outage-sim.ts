@@ -153,8 +153,15 @@ async function measure(start: number): Promise<Row[]> {
 }
 
 const seconds = (ms: number | undefined): string =>
-  ms === undefined ? 'never' : ms === 0 ? '—' : ms < 100 * SECOND ? `${(ms / SECOND).toFixed(1)} s` : `${(ms / MINUTE).toFixed(1)} m`;
-const duration = (s: number): string => (s === 0 ? '0' : s < 120 ? `${s} s` : s < 7200 ? `${(s / 60).toFixed(1)} m` : `${(s / 3600).toFixed(1)} h`);
+  ms === undefined
+    ? 'never'
+    : ms === 0
+      ? '—'
+      : ms < 100 * SECOND
+        ? `${(ms / SECOND).toFixed(1)} s`
+        : `${(ms / MINUTE).toFixed(1)} m`;
+const duration = (s: number): string =>
+  s === 0 ? '0' : s < 120 ? `${s} s` : s < 7200 ? `${(s / 60).toFixed(1)} m` : `${(s / 3600).toFixed(1)} h`;
 
 /** Checks of issue 2's targets for tether, and the comparison with fixed-cadence. */
 function verdicts(rows: readonly Row[]): string[] {
@@ -166,16 +173,25 @@ function verdicts(rows: readonly Row[]): string[] {
     if (r.length < slack && r.failedRequests > 0) miss.push(`${r.failedRequests} failed requests inside the slack`);
     const demandBound = Math.max(10 * SECOND, r.length / 10) + SECOND; // the client asks 1 s after the end
     const worstDemand = r.recoveryDemand.max ?? Infinity;
-    if (worstDemand > demandBound) miss.push(`on-demand recovery up to ${seconds(r.recoveryDemand.max)} > ${seconds(demandBound)}`);
-    if ((r.recoveryIdle.max ?? Infinity) > 5 * MINUTE) miss.push(`idle recovery up to ${seconds(r.recoveryIdle.max)} > 5 m`);
+    if (worstDemand > demandBound)
+      miss.push(`on-demand recovery up to ${seconds(r.recoveryDemand.max)} > ${seconds(demandBound)}`);
+    if ((r.recoveryIdle.max ?? Infinity) > 5 * MINUTE)
+      miss.push(`idle recovery up to ${seconds(r.recoveryIdle.max)} > 5 m`);
     if (r.length >= HOUR && r.perHourIdle > 15) miss.push(`${r.perHourIdle.toFixed(1)} token requests/h idle > 15`);
-    if (r.perHourPollingAfterFirst !== undefined && r.perHourPollingAfterFirst > 30) miss.push(`${r.perHourPollingAfterFirst.toFixed(1)} requests/h after the first hour > 30`);
+    if (r.perHourPollingAfterFirst !== undefined && r.perHourPollingAfterFirst > 30)
+      miss.push(`${r.perHourPollingAfterFirst.toFixed(1)} requests/h after the first hour > 30`);
     if (fixed !== undefined) {
       const worse = (a: number | undefined, b: number | undefined): boolean => (a ?? Infinity) > (b ?? Infinity);
       if (r.failedRequests > fixed.failedRequests) miss.push('more failed requests than fixed-cadence');
-      if (r.noTokenPolling > fixed.noTokenPolling || r.noTokenIdle > fixed.noTokenIdle) miss.push('longer without a token than fixed-cadence');
-      if (worse(r.recoveryIdle.median, fixed.recoveryIdle.median) || worse(r.recoveryIdle.max, fixed.recoveryIdle.max)) miss.push('slower idle recovery than fixed-cadence');
-      if (worse(r.recoveryDemand.median, fixed.recoveryDemand.median) || worse(r.recoveryDemand.max, fixed.recoveryDemand.max)) miss.push('slower on-demand recovery than fixed-cadence');
+      if (r.noTokenPolling > fixed.noTokenPolling || r.noTokenIdle > fixed.noTokenIdle)
+        miss.push('longer without a token than fixed-cadence');
+      if (worse(r.recoveryIdle.median, fixed.recoveryIdle.median) || worse(r.recoveryIdle.max, fixed.recoveryIdle.max))
+        miss.push('slower idle recovery than fixed-cadence');
+      if (
+        worse(r.recoveryDemand.median, fixed.recoveryDemand.median) ||
+        worse(r.recoveryDemand.max, fixed.recoveryDemand.max)
+      )
+        miss.push('slower on-demand recovery than fixed-cadence');
     }
     lines.push(`- ${r.outage}: ${miss.length === 0 ? 'all targets met' : `MISSED: ${miss.join('; ')}`}`);
   }
@@ -183,7 +199,9 @@ function verdicts(rows: readonly Row[]): string[] {
 }
 
 console.log(`bench/outage-sim — ${machineLine()}`);
-console.log('token lifetime 1 h; WAF outage (403 + HTML at the token endpoint); keeper defaults; runs on a fake clock\n');
+console.log(
+  'token lifetime 1 h; WAF outage (403 + HTML at the token endpoint); keeper defaults; runs on a fake clock\n',
+);
 for (const [label, start] of STARTS) {
   const rows = await measure(start);
   console.log(`### Outage starting ${label}\n`);

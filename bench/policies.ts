@@ -92,14 +92,26 @@ class ExpiryMonitor implements SimKeeper {
       return;
     }
     const verdict = classifyFailure(result.failure, clock.now());
-    if (verdict.class === 'permanent') { this.#setStatus('unauthenticated', verdict.detail); return; }
+    if (verdict.class === 'permanent') {
+      this.#setStatus('unauthenticated', verdict.detail);
+      return;
+    }
     this.#failures++;
     this.#failingSince ??= clock.now();
     const elapsed = clock.now() - this.#failingSince;
     const delay = shortTierDelay(this.#failures - 1, config, this.deps.random());
-    if (shortTierAllows(this.#failures, elapsed, delay, config)) { this.#after(delay); return; }
-    if (this.afterShortTier === 'give-up') { this.#setStatus('unauthenticated', 'short tier exhausted'); return; }
-    if (elapsed > 24 * 3_600_000) { this.#setStatus('unauthenticated', 'ceiling'); return; }
+    if (shortTierAllows(this.#failures, elapsed, delay, config)) {
+      this.#after(delay);
+      return;
+    }
+    if (this.afterShortTier === 'give-up') {
+      this.#setStatus('unauthenticated', 'short tier exhausted');
+      return;
+    }
+    if (elapsed > 24 * 3_600_000) {
+      this.#setStatus('unauthenticated', 'ceiling');
+      return;
+    }
     this.#setStatus('auth_retrying', 'retrying every 10 minutes');
     this.#after(10 * 60_000);
   }

@@ -153,22 +153,38 @@ const cases: readonly (readonly [string, RefreshFailure, Expected])[] = [
   ['408', http(408), transient('request_timeout')],
 
   // ── 4xx without an RFC 6749 error ─────────────────────────────────────
-  ['401 HTML', http(401, '<html><body><h1>401 Unauthorized</h1></body></html>', HTML_TYPE), transient('no_oauth_error')],
+  [
+    '401 HTML',
+    http(401, '<html><body><h1>401 Unauthorized</h1></body></html>', HTML_TYPE),
+    transient('no_oauth_error'),
+  ],
   ['403 Cloudflare block page', http(403, CLOUDFLARE_BLOCK_PAGE, HTML_TYPE), transient('no_oauth_error')],
   ['403 CloudFront error page', http(403, CLOUDFRONT_ERROR_PAGE, HTML_TYPE), transient('no_oauth_error')],
   ['400 empty body', http(400), transient('no_oauth_error')],
   ['400 whitespace body', http(400, ' \r\n'), transient('no_oauth_error')],
   ['403 JSON without error (API gateway)', jsonBody(403, { message: 'Forbidden' }), transient('no_oauth_error')],
-  ['400 JSON with a non-string error', jsonBody(400, { error: { code: 'invalid_grant' } }), transient('no_oauth_error')],
+  [
+    '400 JSON with a non-string error',
+    jsonBody(400, { error: { code: 'invalid_grant' } }),
+    transient('no_oauth_error'),
+  ],
   ['400 JSON with an empty error', jsonBody(400, { error: '' }), transient('no_oauth_error')],
   ['400 JSON error with a control character', jsonBody(400, { error: 'invalid\ngrant' }), transient('no_oauth_error')],
   ['400 JSON error with a double quote', jsonBody(400, { error: 'invalid"grant' }), transient('no_oauth_error')],
   ['400 JSON error over 64 characters', jsonBody(400, { error: 'x'.repeat(65) }), transient('no_oauth_error')],
-  ['403 gateway JSON {"error":"Forbidden"} (Spring)', jsonBody(403, { status: 403, error: 'Forbidden', path: '/token' }), transient('no_oauth_error')],
+  [
+    '403 gateway JSON {"error":"Forbidden"} (Spring)',
+    jsonBody(403, { status: 403, error: 'Forbidden', path: '/token' }),
+    transient('no_oauth_error'),
+  ],
   ['403 JSON {"error":"Access Denied"}', jsonBody(403, { error: 'Access Denied' }), transient('no_oauth_error')],
   ['400 JSON array', jsonBody(400, [{ error: 'invalid_grant' }]), transient('no_oauth_error')],
   ['400 truncated JSON', http(400, '{"error":"invalid_gr', JSON_TYPE), transient('no_oauth_error')],
-  ['404 HTML (proxy lost the route)', http(404, '<html><body>Not Found</body></html>', HTML_TYPE), transient('no_oauth_error')],
+  [
+    '404 HTML (proxy lost the route)',
+    http(404, '<html><body>Not Found</body></html>', HTML_TYPE),
+    transient('no_oauth_error'),
+  ],
   [
     '400 HTML quoting error=invalid_grant',
     http(400, '<p>error=invalid_grant</p>', HTML_TYPE),
@@ -213,10 +229,26 @@ const cases: readonly (readonly [string, RefreshFailure, Expected])[] = [
     oauthBody(400, 'invalid_grant', { 'content-type': 'application/json;charset=UTF-8' }),
     permanent('invalid_grant'),
   ],
-  ['400 JSON mislabelled text/plain', oauthBody(400, 'invalid_grant', { 'content-type': 'text/plain' }), permanent('invalid_grant')],
-  ['400 JSON with surrounding whitespace', http(400, '\n  {"error":"invalid_grant"}\n', JSON_TYPE), permanent('invalid_grant')],
-  ['400 JSON error with a space (RFC 6749 grammar, but no registered code looks so)', jsonBody(400, { error: 'invalid grant' }), transient('no_oauth_error')],
-  ['400 JSON unregistered snake_case code (an extension verdict)', jsonBody(400, { error: 'consent_revoked' }), permanent('consent_revoked')],
+  [
+    '400 JSON mislabelled text/plain',
+    oauthBody(400, 'invalid_grant', { 'content-type': 'text/plain' }),
+    permanent('invalid_grant'),
+  ],
+  [
+    '400 JSON with surrounding whitespace',
+    http(400, '\n  {"error":"invalid_grant"}\n', JSON_TYPE),
+    permanent('invalid_grant'),
+  ],
+  [
+    '400 JSON error with a space (RFC 6749 grammar, but no registered code looks so)',
+    jsonBody(400, { error: 'invalid grant' }),
+    transient('no_oauth_error'),
+  ],
+  [
+    '400 JSON unregistered snake_case code (an extension verdict)',
+    jsonBody(400, { error: 'consent_revoked' }),
+    permanent('consent_revoked'),
+  ],
   [
     '400 form-encoded error=invalid_grant',
     http(400, 'error=invalid_grant&error_description=Refresh+token+revoked', FORM_TYPE),
@@ -350,7 +382,11 @@ describe('classifyFailure', () => {
         kind: fc.constant('http' as const),
         status: fc.oneof(fc.integer({ min: 100, max: 599 }), fc.double()),
         headers: fc.dictionary(fc.constantFrom('retry-after', 'content-type', 'x-other'), text(100)),
-        body: fc.oneof(text(2048), fc.json(), fc.json().map((error) => `{"error":${error}}`)),
+        body: fc.oneof(
+          text(2048),
+          fc.json(),
+          fc.json().map((error) => `{"error":${error}}`),
+        ),
       }),
     );
     fc.assert(

@@ -33,8 +33,16 @@ afterEach(() => {
 
 describe('networkFingerprint', () => {
   it('lists non-internal addresses, sorted, regardless of interface order', () => {
-    const a = networkFingerprint({ lo: loopback, eth0: [v4('192.0.2.2'), v6('2001:db8::2')], wlan0: [v4('198.51.100.7')] });
-    const b = networkFingerprint({ wlan0: [v4('198.51.100.7')], eth0: [v6('2001:db8::2'), v4('192.0.2.2')], lo: loopback });
+    const a = networkFingerprint({
+      lo: loopback,
+      eth0: [v4('192.0.2.2'), v6('2001:db8::2')],
+      wlan0: [v4('198.51.100.7')],
+    });
+    const b = networkFingerprint({
+      wlan0: [v4('198.51.100.7')],
+      eth0: [v6('2001:db8::2'), v4('192.0.2.2')],
+      lo: loopback,
+    });
     expect(a).toBe(b);
     expect(a).toBe('IPv4 192.0.2.2,IPv4 198.51.100.7,IPv6 2001:db8::2');
   });
@@ -121,7 +129,12 @@ describe('watchNetwork', () => {
     let address = '192.0.2.2';
     const changes: string[] = [];
     watchers.push(
-      watchNetwork({ clock, pollMs: 1000, onChange: (f) => changes.push(f), interfaces: () => ({ eth0: [v4(address)] }) }),
+      watchNetwork({
+        clock,
+        pollMs: 1000,
+        onChange: (f) => changes.push(f),
+        interfaces: () => ({ eth0: [v4(address)] }),
+      }),
     );
     address = '192.0.2.3';
     await clock.advance(999);

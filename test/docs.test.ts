@@ -25,15 +25,18 @@ describe('README configuration table', () => {
     expect([...mentioned].filter((name) => !read.has(name))).toEqual([]);
   });
 
-  it.each(KEEPER_ENV.map((v) => [v.name, v] as const))('%s: the documented default is the default, and the code reads it', (_name, variable) => {
-    const documented = documentedVariables().get(variable.name) ?? '';
-    const actual = DEFAULT_KEEPER_CONFIG[variable.key];
-    expect(variable.kind === 'count' ? String(actual) : formatDuration(actual)).toBe(documented);
-    // Setting the variable (and its alias) changes the config: the code really reads it.
-    const value = variable.kind === 'count' ? '7' : '7m';
-    const expected = variable.kind === 'count' ? 7 : 7 * 60_000;
-    const extra = variable.key === 'initialRetryInterval' ? { TETHER_TOKEN_REFRESH_MAX_RETRY_INTERVAL: '1h' } : {};
-    expect(keeperConfigFromEnv({ ...extra, [variable.name]: value })[variable.key]).toBe(expected);
-    expect(keeperConfigFromEnv({ ...extra, [variable.alias]: value })[variable.key]).toBe(expected);
-  });
+  it.each(KEEPER_ENV.map((v) => [v.name, v] as const))(
+    '%s: the documented default is the default, and the code reads it',
+    (_name, variable) => {
+      const documented = documentedVariables().get(variable.name) ?? '';
+      const actual = DEFAULT_KEEPER_CONFIG[variable.key];
+      expect(variable.kind === 'count' ? String(actual) : formatDuration(actual)).toBe(documented);
+      // Setting the variable (and its alias) changes the config: the code really reads it.
+      const value = variable.kind === 'count' ? '7' : '7m';
+      const expected = variable.kind === 'count' ? 7 : 7 * 60_000;
+      const extra = variable.key === 'initialRetryInterval' ? { TETHER_TOKEN_REFRESH_MAX_RETRY_INTERVAL: '1h' } : {};
+      expect(keeperConfigFromEnv({ ...extra, [variable.name]: value })[variable.key]).toBe(expected);
+      expect(keeperConfigFromEnv({ ...extra, [variable.alias]: value })[variable.key]).toBe(expected);
+    },
+  );
 });

@@ -1,5 +1,10 @@
 import { describe, expect, it, vi } from 'vitest';
-import { DEFAULT_KEEPER_CONFIG, KEEPER_ENV, keeperConfigFromEnv, type KeeperConfig } from '../src/config/keeper-config.js';
+import {
+  DEFAULT_KEEPER_CONFIG,
+  KEEPER_ENV,
+  keeperConfigFromEnv,
+  type KeeperConfig,
+} from '../src/config/keeper-config.js';
 import { TetherError } from '../src/errors.js';
 
 function configError(env: Record<string, string>): TetherError {
@@ -77,13 +82,18 @@ describe('keeperConfigFromEnv', () => {
   });
 
   it('does not validate the alias when the TETHER_ name is set', () => {
-    const config = keeperConfigFromEnv({ TETHER_TOKEN_REFRESH_MAX_TRIES: '3', TOOLHIVE_TOKEN_REFRESH_MAX_TRIES: 'abc' });
+    const config = keeperConfigFromEnv({
+      TETHER_TOKEN_REFRESH_MAX_TRIES: '3',
+      TOOLHIVE_TOKEN_REFRESH_MAX_TRIES: 'abc',
+    });
     expect(config.maxTries).toBe(3);
   });
 
   it('treats an empty value as unset, falling back to the alias, then the default', () => {
     expect(keeperConfigFromEnv({ TETHER_TOKEN_DEMAND_WAIT: '' }).demandWait).toBe(5000);
-    expect(keeperConfigFromEnv({ TETHER_TOKEN_DEMAND_WAIT: '', TOOLHIVE_TOKEN_DEMAND_WAIT: '1s' }).demandWait).toBe(1000);
+    expect(keeperConfigFromEnv({ TETHER_TOKEN_DEMAND_WAIT: '', TOOLHIVE_TOKEN_DEMAND_WAIT: '1s' }).demandWait).toBe(
+      1000,
+    );
   });
 
   it('ignores unknown TETHER_TOKEN_ variables', () => {

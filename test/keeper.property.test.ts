@@ -22,27 +22,31 @@ const duration = fc.oneof(
   fc.integer({ min: HOUR, max: 10 * HOUR }),
 );
 
-const scenario: fc.Arbitrary<Scenario> = fc.record({
-  lifetimeSeconds: fc.constantFrom(300, 3600, 3600, 3 * 3600, undefined),
-  config: fc.record({ ceiling: fc.constantFrom(0, 2 * HOUR, 6 * HOUR, 24 * HOUR) }),
-  horizonMs: fc.constant(HORIZON),
-  outages: fc.array(
-    fc.record({ start: fc.integer({ min: 0, max: 24 * HOUR }), length: duration, fault: fc.constantFrom(...FAULTS) }).map((o) => ({
-      start: o.start,
-      end: o.start + o.length,
-      fault: o.fault,
-    })),
-    { maxLength: 4 },
-  ),
-  revokeAt: fc.option(fc.integer({ min: 0, max: HORIZON }), { freq: 4, nil: undefined }),
-  sleeps: fc.array(fc.record({ at: fc.integer({ min: 0, max: 28 * HOUR }), ms: duration }), { maxLength: 3 }),
-  networkChanges: fc.array(fc.integer({ min: 0, max: HORIZON }), { maxLength: 5 }),
-  bursts: fc.array(fc.record({ at: fc.integer({ min: 0, max: HORIZON }), count: fc.integer({ min: 1, max: 20 }) }), {
-    maxLength: 8,
-  }),
-  latencyMs: fc.constantFrom(0, 200, 2000),
-  seed: fc.integer(),
-}).map(({ revokeAt, ...rest }): Scenario => (revokeAt === undefined ? rest : { ...rest, revokeAt }));
+const scenario: fc.Arbitrary<Scenario> = fc
+  .record({
+    lifetimeSeconds: fc.constantFrom(300, 3600, 3600, 3 * 3600, undefined),
+    config: fc.record({ ceiling: fc.constantFrom(0, 2 * HOUR, 6 * HOUR, 24 * HOUR) }),
+    horizonMs: fc.constant(HORIZON),
+    outages: fc.array(
+      fc
+        .record({ start: fc.integer({ min: 0, max: 24 * HOUR }), length: duration, fault: fc.constantFrom(...FAULTS) })
+        .map((o) => ({
+          start: o.start,
+          end: o.start + o.length,
+          fault: o.fault,
+        })),
+      { maxLength: 4 },
+    ),
+    revokeAt: fc.option(fc.integer({ min: 0, max: HORIZON }), { freq: 4, nil: undefined }),
+    sleeps: fc.array(fc.record({ at: fc.integer({ min: 0, max: 28 * HOUR }), ms: duration }), { maxLength: 3 }),
+    networkChanges: fc.array(fc.integer({ min: 0, max: HORIZON }), { maxLength: 5 }),
+    bursts: fc.array(fc.record({ at: fc.integer({ min: 0, max: HORIZON }), count: fc.integer({ min: 1, max: 20 }) }), {
+      maxLength: 8,
+    }),
+    latencyMs: fc.constantFrom(0, 200, 2000),
+    seed: fc.integer(),
+  })
+  .map(({ revokeAt, ...rest }): Scenario => (revokeAt === undefined ? rest : { ...rest, revokeAt }));
 
 /** The invariants of DESIGN §3 over one simulated run; returns a description of the first one broken. */
 function brokenInvariant(s: Scenario, r: SimRecord): string | undefined {
@@ -52,7 +56,8 @@ function brokenInvariant(s: Scenario, r: SimRecord): string | undefined {
   // A rotated refresh token is persisted before it is used, and a served token was persisted before it was served.
   const savedAt = new Map<string, number>();
   for (const save of r.saves) {
-    if (save.tokens.refreshToken !== undefined && !savedAt.has(save.tokens.refreshToken)) savedAt.set(save.tokens.refreshToken, save.seq);
+    if (save.tokens.refreshToken !== undefined && !savedAt.has(save.tokens.refreshToken))
+      savedAt.set(save.tokens.refreshToken, save.seq);
     if (!savedAt.has(save.tokens.accessToken)) savedAt.set(save.tokens.accessToken, save.seq);
   }
   for (const sent of r.sentSeq) {
@@ -73,9 +78,11 @@ function brokenInvariant(s: Scenario, r: SimRecord): string | undefined {
 
   // Status agrees with the state.
   for (const st of r.statuses) {
-    if ((st.status === 'unauthenticated') !== (st.state === 'unauthenticated')) return `status ${st.status} in state ${String(st.state)}`;
+    if ((st.status === 'unauthenticated') !== (st.state === 'unauthenticated'))
+      return `status ${st.status} in state ${String(st.state)}`;
     if (st.status === 'auth_retrying' && st.tokenValid) return `auth_retrying while a valid token is held`;
-    if (st.status === 'auth_retrying' && st.state !== 'backoff' && st.state !== 'refreshing') return `auth_retrying in state ${String(st.state)}`;
+    if (st.status === 'auth_retrying' && st.state !== 'backoff' && st.state !== 'refreshing')
+      return `auth_retrying in state ${String(st.state)}`;
   }
 
   // Never unauthenticated from transient failures inside the ceiling.
@@ -89,7 +96,8 @@ function brokenInvariant(s: Scenario, r: SimRecord): string | undefined {
     }
     const lastOk = before.findLastIndex((q) => q.answer === 'ok');
     const firstFailure = before[lastOk + 1];
-    if (ceiling === 0 || firstFailure === undefined) return `unauthenticated at ${st.at} without a verdict (${st.reason})`;
+    if (ceiling === 0 || firstFailure === undefined)
+      return `unauthenticated at ${st.at} without a verdict (${st.reason})`;
     if (!(st.at - firstFailure.at > ceiling)) return `gave up after ${st.at - firstFailure.at} ms, inside the ceiling`;
   }
 
@@ -101,7 +109,8 @@ function brokenInvariant(s: Scenario, r: SimRecord): string | undefined {
     const window = (a: number, b: number): boolean => a < end + bound && b > end - tick;
     if (end + bound >= s.horizonMs) continue;
     if (s.revokeAt !== undefined && s.revokeAt <= end + bound) continue;
-    if (s.outages.some((o, i) => o !== outage && window(o.start, Math.max(o.end, r.actual.outageEnds[i] ?? Infinity)))) continue;
+    if (s.outages.some((o, i) => o !== outage && window(o.start, Math.max(o.end, r.actual.outageEnds[i] ?? Infinity))))
+      continue;
     if (r.actual.sleeps.some((z) => window(z.at, z.until))) continue;
     if (r.statuses.some((x) => x.status === 'unauthenticated' && x.at <= end)) continue;
     const before = r.requests.filter((q) => q.at <= end).at(-1);
@@ -141,7 +150,16 @@ describe('TokenKeeper — simulated outages (property-based)', () => {
     expect(brokenInvariant(s, record)).toBeUndefined();
     const forged: SimRecord = {
       ...record,
-      statuses: [...record.statuses, { at: HOUR + 5 * MINUTE, status: 'unauthenticated', reason: 'short tier exhausted', state: 'unauthenticated', tokenValid: false }],
+      statuses: [
+        ...record.statuses,
+        {
+          at: HOUR + 5 * MINUTE,
+          status: 'unauthenticated',
+          reason: 'short tier exhausted',
+          state: 'unauthenticated',
+          tokenValid: false,
+        },
+      ],
     };
     expect(brokenInvariant(s, forged)).toMatch(/without a verdict|inside the ceiling/);
   });

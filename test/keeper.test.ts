@@ -382,7 +382,9 @@ describe('TokenKeeper — improvements over give-up and fixed-cadence monitors',
     await h.clock.advance(h.config.probeMinInterval);
     const recovery = h.endpoint.requests.at(-1);
     expect(recovery?.answer).toBe('ok');
-    expect((recovery?.at ?? 0) - lastFailure).toBeLessThanOrEqual(Math.max(h.config.probeMinInterval, h.clock.now() - lastFailure));
+    expect((recovery?.at ?? 0) - lastFailure).toBeLessThanOrEqual(
+      Math.max(h.config.probeMinInterval, h.clock.now() - lastFailure),
+    );
     expect(h.keeper.status).toBe('running');
   });
 

@@ -40,7 +40,12 @@ export class FakeClock implements Clock {
   }
 
   setTimeout(callback: () => void, delayMs: number): TimerHandle {
-    const timer: FakeTimer = { due: this.#mono + Math.min(Math.max(0, delayMs), MAX_TIMER_DELAY_MS), seq: this.#seq++, callback, cancelled: false };
+    const timer: FakeTimer = {
+      due: this.#mono + Math.min(Math.max(0, delayMs), MAX_TIMER_DELAY_MS),
+      seq: this.#seq++,
+      callback,
+      cancelled: false,
+    };
     this.#push(timer);
     return timer;
   }

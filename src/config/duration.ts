@@ -63,7 +63,8 @@ export function parseDuration(text: string): number {
     const at = component.lastIndex;
     const [, whole = '', fraction = '', unit = ''] = component.exec(rest) ?? [];
     if (whole === '' && fraction === '') fail(`expected a number at ${quote(rest.slice(at))}`);
-    if (unit === '') fail(`missing unit after ${quote(rest.slice(at, component.lastIndex))}; use ns, us, ms, s, m or h`);
+    if (unit === '')
+      fail(`missing unit after ${quote(rest.slice(at, component.lastIndex))}; use ns, us, ms, s, m or h`);
     const unitNs = UNIT_NS.get(unit) ?? fail(`unknown unit ${quote(unit)}; use ns, us, ms, s, m or h`);
     // Fractional nanoseconds are truncated, as Go does.
     totalNs += BigInt(whole || '0') * unitNs + (BigInt(fraction || '0') * unitNs) / 10n ** BigInt(fraction.length);
@@ -83,7 +84,8 @@ export function parseDuration(text: string): number {
  * @throws {RangeError} if `ms` is not a finite number (a programming error).
  */
 export function formatDuration(ms: number): string {
-  if (!Number.isFinite(ms)) throw new RangeError(`formatDuration: ${String(ms)} is not a finite number of milliseconds`);
+  if (!Number.isFinite(ms))
+    throw new RangeError(`formatDuration: ${String(ms)} is not a finite number of milliseconds`);
   const total = Math.round(Math.abs(ms));
   if (total === 0) return '0s';
   const sign = ms < 0 ? '-' : '';

@@ -68,7 +68,13 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function spec(key: keyof KeeperConfig, suffix: string, rule: Rule, description: string): Spec {
   return {
-    variable: Object.freeze({ key, name: `TETHER_${suffix}`, alias: `TOOLHIVE_${suffix}`, kind: rule.kind, description }),
+    variable: Object.freeze({
+      key,
+      name: `TETHER_${suffix}`,
+      alias: `TOOLHIVE_${suffix}`,
+      kind: rule.kind,
+      description,
+    }),
     rule,
   };
 }
@@ -173,7 +179,8 @@ function parse({ variable, rule }: Spec, { name, raw }: Setting): number {
 
   if (rule.kind === 'count') {
     const value = Number(raw);
-    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(value) || value < 1) throw problem(`${quote(raw)} is not a positive integer`);
+    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(value) || value < 1)
+      throw problem(`${quote(raw)} is not a positive integer`);
     return value;
   }
 
@@ -187,7 +194,9 @@ function parse({ variable, rule }: Spec, { name, raw }: Setting): number {
   }
   if (value === 0 && rule.zero === 'refused') throw problem(`${quote(raw)} must be greater than 0`);
   if (rule.timer && value > MAX_TIMER_MS) {
-    throw problem(`${quote(raw)} is longer than ${formatDuration(MAX_TIMER_MS)}, the longest timer delay Node supports`);
+    throw problem(
+      `${quote(raw)} is longer than ${formatDuration(MAX_TIMER_MS)}, the longest timer delay Node supports`,
+    );
   }
   return value;
 }

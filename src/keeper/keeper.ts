@@ -104,9 +104,8 @@ export class TokenKeeper {
   #status: KeeperStatus = 'running';
   #statusReason = 'started';
   #timer: TimerHandle | undefined;
-  /** Bumped by stop() and setTokens(): an attempt from an older generation is discarded. */
-  #generation = 0;
-  #abort = new AbortController();
+  /** Aborts the attempt in flight; stop() and setTokens() use it, and the attempt then ends quietly. */
+  #attemptAbort: AbortController | undefined;
   /** End of the last attempt on both time lines, so that gaps survive sleep and clock jumps. */
   #lastAttempt: { readonly wall: number; readonly mono: number } | undefined;
   #hintGiven = false;
@@ -139,7 +138,8 @@ export class TokenKeeper {
    * A token already due (or expired) is refreshed at once (`startup`).
    */
   async start(initial?: TokenSet): Promise<void> {
-    if (this.#state.kind !== 'idle') throw new TetherError('ERR_KEEPER_STATE', `keeper cannot start from state ${this.#state.kind}`);
+    if (this.#state.kind !== 'idle')
+      throw new TetherError('ERR_KEEPER_STATE', `keeper cannot start from state ${this.#state.kind}`);
     const tokens = initial ?? (await this.#options.store.load());
     if (this.state !== 'idle') return; // stopped while loading
     if (tokens === undefined) {
@@ -152,8 +152,7 @@ export class TokenKeeper {
   /** Stops quietly: timers cleared, the attempt in flight aborted, no status written. */
   stop(): void {
     if (this.#state.kind === 'stopped') return;
-    this.#generation++;
-    this.#abort.abort();
+    this.#attemptAbort?.abort();
     this.#held = undefined;
     this.#transition({ kind: 'stopped' });
   }
@@ -164,9 +163,7 @@ export class TokenKeeper {
    */
   setTokens(tokens: TokenSet): void {
     if (this.#state.kind === 'stopped') throw new TetherError('ERR_KEEPER_STOPPED', 'the keeper has been stopped');
-    this.#generation++;
-    this.#abort.abort();
-    this.#abort = new AbortController();
+    this.#attemptAbort?.abort();
     this.#accept(tokens, 'new credentials');
   }
 
@@ -201,7 +198,8 @@ export class TokenKeeper {
       case 'refreshing':
         return state.flight;
       case 'fresh':
-        if (trigger === 'manual' || this.#clock.now() >= (this.#held?.refreshAt ?? Infinity)) return this.#startAttempt(trigger);
+        if (trigger === 'manual' || this.#clock.now() >= (this.#held?.refreshAt ?? Infinity))
+          return this.#startAttempt(trigger);
         this.#arm(); // timers stand still during sleep: re-aim at the wall-clock refresh point
         return Promise.resolve();
       case 'backoff': {
@@ -262,7 +260,9 @@ export class TokenKeeper {
       case 'fresh':
       case 'backoff': {
         const episode = state.kind === 'backoff' ? state.episode : undefined;
-        const gap = episode ? demandGap(this.#clock.now() - episode.failingSince, this.#config) : this.#config.probeMinInterval;
+        const gap = episode
+          ? demandGap(this.#clock.now() - episode.failingSince, this.#config)
+          : this.#config.probeMinInterval;
         const wait = this.#waitBeforeAttempt(gap, episode);
         if (wait <= 0) return this.#awaitFlight(this.#startAttempt('demand'));
         const untilScheduled = state.kind === 'backoff' ? state.nextAttemptAt - this.#clock.monotonic() : wait;
@@ -298,7 +298,11 @@ export class TokenKeeper {
 
   #retryingError(waitMs: number): TokenUnavailableError {
     const seconds = Math.max(1, Math.ceil(waitMs / 1000));
-    return new TokenUnavailableError('ERR_AUTH_RETRYING', `no valid access token yet; the next refresh attempt is in ${seconds}s`, seconds);
+    return new TokenUnavailableError(
+      'ERR_AUTH_RETRYING',
+      `no valid access token yet; the next refresh attempt is in ${seconds}s`,
+      seconds,
+    );
   }
 
   #unauthenticatedError(reason: string): TokenUnavailableError {
@@ -326,30 +330,47 @@ export class TokenKeeper {
     const state = this.#state;
     if (state.kind === 'refreshing') return state.flight;
     const episode = state.kind === 'backoff' ? state.episode : undefined;
-    const flight = Promise.resolve().then(() => this.#attempt(trigger, episode, this.#generation));
+    const controller = new AbortController();
+    this.#attemptAbort = controller;
+    const flight = Promise.resolve().then(() => this.#attempt(trigger, episode, controller.signal));
     this.#transition({ kind: 'refreshing', episode, flight });
     return flight;
   }
 
-  async #attempt(trigger: Trigger, episode: Episode | undefined, generation: number): Promise<void> {
+  async #attempt(trigger: Trigger, episode: Episode | undefined, signal: AbortSignal): Promise<void> {
+    // Stopped or superseded (new credentials) while awaiting: end quietly. A
+    // function, because TypeScript keeps a property narrowed across awaits.
+    const superseded = (): boolean => signal.aborted;
     const started = this.#clock.monotonic();
     let refreshToken = this.#held?.set.refreshToken;
     let adoptionTried = false;
     for (;;) {
       if (refreshToken === undefined) {
-        const verdict: Classification = { class: 'permanent', reason: 'oauth_error', detail: 'no refresh token was issued' };
+        const verdict: Classification = {
+          class: 'permanent',
+          reason: 'oauth_error',
+          detail: 'no refresh token was issued',
+        };
         this.#finishAttempt();
-        this.#emit({ type: 'attempt', at: this.#clock.now(), trigger, outcome: 'permanent', durationMs: 0, reason: 'no_refresh_token', detail: verdict.detail });
+        this.#emit({
+          type: 'attempt',
+          at: this.#clock.now(),
+          trigger,
+          outcome: 'permanent',
+          durationMs: 0,
+          reason: 'no_refresh_token',
+          detail: verdict.detail,
+        });
         this.#giveUp('no refresh token: the server issued none, so the session cannot be renewed', episode, verdict);
         return;
       }
       const sentAt = this.#clock.now();
       const result = await this.#options
-        .refresh(refreshToken, this.#abort.signal)
+        .refresh(refreshToken, signal)
         .catch((error: unknown) => ({ ok: false as const, failure: networkFailureFrom(error) }));
-      if (generation !== this.#generation) return; // stopped or superseded: quietly
+      if (superseded()) return;
       if (result.ok) {
-        await this.#succeed(trigger, started, sentAt, refreshToken, result.tokens, generation);
+        await this.#succeed(trigger, started, sentAt, refreshToken, result.tokens, signal);
         return;
       }
       const verdict = classifyFailure(result.failure, this.#clock.now());
@@ -357,13 +378,23 @@ export class TokenKeeper {
         // Another process may have rotated the refresh token (DESIGN §3.2 point 2).
         adoptionTried = true;
         const stored = await this.#options.store.load().catch(() => undefined);
-        if (generation !== this.#generation) return;
+        if (superseded()) return;
         if (stored?.refreshToken !== undefined && stored.refreshToken !== refreshToken) {
-          this.#emit({ type: 'adopted', at: this.#clock.now(), detail: 'another process had already rotated the refresh token' });
+          this.#emit({
+            type: 'adopted',
+            at: this.#clock.now(),
+            detail: 'another process had already rotated the refresh token',
+          });
           const times = tokenTimes(stored.issuedAt, stored.expiresAt, this.#random());
           if (this.#clock.now() < times.refreshAt) {
             this.#finishAttempt();
-            this.#emit({ type: 'attempt', at: this.#clock.now(), trigger, outcome: 'success', durationMs: this.#clock.monotonic() - started });
+            this.#emit({
+              type: 'attempt',
+              at: this.#clock.now(),
+              trigger,
+              outcome: 'success',
+              durationMs: this.#clock.monotonic() - started,
+            });
             this.#accept(stored, 'adopted a token refreshed by another process');
             return;
           }
@@ -382,7 +413,7 @@ export class TokenKeeper {
     sentAt: number,
     usedRefreshToken: string,
     response: TokenResponse,
-    generation: number,
+    signal: AbortSignal,
   ): Promise<void> {
     const tokens: TokenSet = {
       accessToken: response.accessToken,
@@ -400,16 +431,29 @@ export class TokenKeeper {
       // The in-memory token keeps serving; the failure is reported, not fatal.
       this.#emit({ type: 'persist_failed', at: this.#clock.now(), detail: errorCode(error) });
     }
-    if (generation !== this.#generation) return;
+    if (signal.aborted) return;
     this.#finishAttempt();
-    this.#emit({ type: 'attempt', at: this.#clock.now(), trigger, outcome: 'success', durationMs: this.#clock.monotonic() - started });
+    this.#emit({
+      type: 'attempt',
+      at: this.#clock.now(),
+      trigger,
+      outcome: 'success',
+      durationMs: this.#clock.monotonic() - started,
+    });
     this.#accept(tokens, 'token refreshed');
   }
 
   #fail(trigger: Trigger, started: number, verdict: Classification, prior: Episode | undefined): void {
     this.#finishAttempt();
     const now = this.#clock.now();
-    const attempt = { type: 'attempt', at: now, trigger, durationMs: this.#clock.monotonic() - started, reason: verdict.reason, detail: verdict.detail } as const;
+    const attempt = {
+      type: 'attempt',
+      at: now,
+      trigger,
+      durationMs: this.#clock.monotonic() - started,
+      reason: verdict.reason,
+      detail: verdict.detail,
+    } as const;
     const episode: Episode = {
       failingSince: prior?.failingSince ?? now,
       failures: (prior?.failures ?? 0) + 1,
@@ -471,7 +515,12 @@ export class TokenKeeper {
   }
 
   #giveUp(reason: string, episode: Episode | undefined, verdict: Classification | undefined): void {
-    if (verdict?.reason === 'oauth_error' && verdict.oauthError !== undefined && this.#options.dynamicClient === true && !this.#hintGiven) {
+    if (
+      verdict?.reason === 'oauth_error' &&
+      verdict.oauthError !== undefined &&
+      this.#options.dynamicClient === true &&
+      !this.#hintGiven
+    ) {
       this.#hintGiven = true;
       const name = this.#options.name ?? 'NAME';
       this.#emit({
@@ -599,6 +648,7 @@ function networkFailureFrom(error: unknown): { kind: 'network'; code?: string; m
 }
 
 function errorCode(error: unknown): string {
-  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') return error.code;
+  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string')
+    return error.code;
   return error instanceof Error ? error.name : 'UNKNOWN';
 }

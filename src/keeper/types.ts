@@ -28,8 +28,7 @@ export interface TokenResponse {
 
 /** What one refresh request produced. */
 export type RefreshResult =
-  | { readonly ok: true; readonly tokens: TokenResponse }
-  | { readonly ok: false; readonly failure: RefreshFailure };
+  { readonly ok: true; readonly tokens: TokenResponse } | { readonly ok: false; readonly failure: RefreshFailure };
 
 /**
  * The injected refresh function: one token request with the given refresh

@@ -67,11 +67,15 @@ export class TokenEndpoint {
     try {
       if (this.latencyMs > 0) {
         await new Promise<void>((resolve) => {
-          const timer = this.clock.setTimeout(resolve, this.latencyMs);
-          signal.addEventListener('abort', () => {
+          const onAbort = (): void => {
             this.clock.clearTimeout(timer);
             resolve();
-          });
+          };
+          const timer = this.clock.setTimeout(() => {
+            signal.removeEventListener('abort', onAbort);
+            resolve();
+          }, this.latencyMs);
+          signal.addEventListener('abort', onAbort, { once: true });
         });
       }
       // An aborted request never reached the server (the keeper is stopping).

@@ -68,7 +68,13 @@ export interface SimRecord {
     tokenValid: boolean;
   }[];
   /** getToken() outcomes (`at`: when it settled): `token` on success, else the error code and retry-after. */
-  readonly served: readonly { at: number; status: KeeperStatus; token?: string; code?: string; retryAfterSeconds?: number }[];
+  readonly served: readonly {
+    at: number;
+    status: KeeperStatus;
+    token?: string;
+    code?: string;
+    retryAfterSeconds?: number;
+  }[];
   /** Saves, with the order in which each happened relative to requests and serves. */
   readonly saves: readonly { at: number; seq: number; tokens: TokenSet }[];
   /** Every access token served, with its sequence number. */
@@ -79,7 +85,10 @@ export interface SimRecord {
    * When outages really ended and sleeps really happened: an event whose time
    * falls inside a sleep happens at the wake, later than the scenario says.
    */
-  readonly actual: { readonly outageEnds: readonly number[]; readonly sleeps: readonly { at: number; until: number }[] };
+  readonly actual: {
+    readonly outageEnds: readonly number[];
+    readonly sleeps: readonly { at: number; until: number }[];
+  };
   /** Times the keeper took a token into use that the store did not hold yet. */
   readonly heldBeforePersisted: number;
   /** Seconds sampled without a valid token (when sampling). */
@@ -140,7 +149,12 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
     } catch (error) {
       const code = error instanceof TokenUnavailableError ? error.code : 'OTHER';
       const retryAfterSeconds = error instanceof TokenUnavailableError ? error.retryAfterSeconds : undefined;
-      served.push({ at: clock.now() - t0, status: keeper.status, code, ...(retryAfterSeconds !== undefined && { retryAfterSeconds }) });
+      served.push({
+        at: clock.now() - t0,
+        status: keeper.status,
+        code,
+        ...(retryAfterSeconds !== undefined && { retryAfterSeconds }),
+      });
       return retryAfterSeconds !== undefined ? { retryAfterSeconds } : {};
     }
   };
@@ -175,7 +189,8 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
       },
     });
   }
-  if (scenario.revokeAt !== undefined) events.push({ at: scenario.revokeAt, apply: () => (endpoint.current = 'revoked') });
+  if (scenario.revokeAt !== undefined)
+    events.push({ at: scenario.revokeAt, apply: () => (endpoint.current = 'revoked') });
   for (const sleep of scenario.sleeps) {
     events.push({
       at: sleep.at,
