@@ -43,10 +43,15 @@ const scenario: fc.Arbitrary<Scenario> = fc
     bursts: fc.array(fc.record({ at: fc.integer({ min: 0, max: HORIZON }), count: fc.integer({ min: 1, max: 20 }) }), {
       maxLength: 8,
     }),
+    patientClientAt: fc.option(fc.integer({ min: 0, max: 28 * HOUR }), { freq: 2, nil: undefined }),
     latencyMs: fc.constantFrom(0, 200, 2000),
     seed: fc.integer(),
   })
-  .map(({ revokeAt, ...rest }): Scenario => (revokeAt === undefined ? rest : { ...rest, revokeAt }));
+  .map(({ revokeAt, patientClientAt, ...rest }): Scenario => ({
+    ...rest,
+    ...(revokeAt !== undefined && { revokeAt }),
+    ...(patientClientAt !== undefined && { patientClientAt }),
+  }));
 
 /** The invariants of DESIGN §3 over one simulated run; returns a description of the first one broken. */
 function brokenInvariant(s: Scenario, r: SimRecord): string | undefined {
@@ -118,6 +123,22 @@ function brokenInvariant(s: Scenario, r: SimRecord): string | undefined {
     const after = r.requests.find((q) => q.at > end);
     if (after?.answer !== 'ok') return `first attempt after the outage ending at ${end} did not succeed`;
     if (after.at - end > bound) return `recovered ${after.at - end} ms after the outage ended, past the tick`;
+  }
+  // On demand, within one attempt: a client that comes back when told (Retry-After) while the
+  // upstream is healthy gets a token on that request.
+  const patient = r.served.filter((x) => x.client === 'patient');
+  for (let i = 1; i < patient.length; i++) {
+    const before = patient[i - 1];
+    const next = patient[i];
+    if (before === undefined || next === undefined || next.token !== undefined) continue;
+    const from = before.asked - s.latencyMs - 1;
+    const to = next.at;
+    const overlaps = (a: number, b: number): boolean => a < to && b > from;
+    if (s.outages.some((o, k) => overlaps(o.start, Math.max(o.end, r.actual.outageEnds[k] ?? Infinity)))) continue;
+    if (r.actual.sleeps.some((z) => overlaps(z.at, z.until))) continue;
+    if (s.revokeAt !== undefined && s.revokeAt <= to) continue;
+    if (r.statuses.some((x) => x.status === 'unauthenticated' && x.at <= to)) continue;
+    return `a client back after Retry-After at ${next.asked} with the upstream healthy got ${String(next.code)}`;
   }
   return undefined;
 }

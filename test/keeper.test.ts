@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { TokenUnavailableError } from '../src/keeper/keeper.js';
+import { TokenKeeper, TokenUnavailableError } from '../src/keeper/keeper.js';
+import type { TokenSet } from '../src/keeper/types.js';
 import {
+  type Harness,
   HOUR,
   INVALID_CLIENT,
   INVALID_GRANT,
@@ -78,6 +80,42 @@ describe('TokenKeeper — healthy life', () => {
     expect(h.events.some((e) => e.type === 'persist_failed' && e.detail === 'ENOSPC')).toBe(true);
     expect(await h.keeper.getToken()).toBe('at-2');
     expect(h.statuses).toEqual([]);
+    // The store still holds the older set: it is not mistaken for another process's rotation.
+    await h.clock.advance(46 * MINUTE);
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'ok']);
+  });
+
+  it('does not serve a refreshed token before its save has completed', async () => {
+    const h = await startHarness();
+    h.store.saveDelayMs = 2 * SECOND;
+    await h.clock.advance(45 * MINUTE + SECOND); // refreshed at 45:00, saving until 45:02
+    expect(h.endpoint.requests).toHaveLength(1);
+    expect(h.keeper.peekToken()).toBe('at-1');
+    await h.clock.advance(SECOND);
+    expect(h.store.tokens?.accessToken).toBe('at-2');
+    expect(h.keeper.peekToken()).toBe('at-2');
+  });
+
+  it('new credentials put in place while a save is running are what the store ends with', async () => {
+    const h = await startHarness();
+    h.store.saveDelayMs = 2 * SECOND;
+    await h.clock.advance(45 * MINUTE + SECOND); // the refreshed set is being saved
+    const login = h.endpoint.login();
+    h.keeper.setTokens(login); // `tether login` meanwhile
+    await h.clock.advance(10 * SECOND);
+    expect(h.store.tokens).toEqual(login);
+    expect(h.keeper.peekToken()).toBe(login.accessToken);
+  });
+
+  it('a server issuing tokens that are due on arrival does not drive a tight loop', async () => {
+    const h = await startHarness({ lifetimeSeconds: 0 });
+    await h.clock.advance(10 * MINUTE);
+    const times = h.endpoint.requests.map((r) => r.at);
+    expect(times.length).toBeGreaterThan(1);
+    expect(times.length).toBeLessThanOrEqual(10 * 6 + 1);
+    for (let i = 1; i < times.length; i++) {
+      expect((times[i] ?? 0) - (times[i - 1] ?? 0)).toBeGreaterThanOrEqual(h.config.probeMinInterval);
+    }
   });
 });
 
@@ -150,7 +188,8 @@ describe('TokenKeeper — failures', () => {
     const before = h.endpoint.requests.filter((r) => r.at < sendExpiry).map((r) => r.at);
     const last = before[before.length - 1] ?? 0;
     expect(sendExpiry - last).toBeGreaterThan(0);
-    expect(sendExpiry - last).toBeLessThanOrEqual(5 * SECOND);
+    // Within the lead (5 s) plus the probe minimum, which keeps it from crowding the attempt before.
+    expect(sendExpiry - last).toBeLessThanOrEqual(5 * SECOND + h.config.probeMinInterval);
   });
 
   it('ceiling → unauthenticated with a reason naming the ceiling, and no stale-registration hint', async () => {
@@ -235,37 +274,60 @@ describe('TokenKeeper — failures', () => {
     expect(h.endpoint.requests).toHaveLength(requests);
   });
 
-  it('adopts a token another process rotated instead of believing invalid_grant', async () => {
-    const h = await startHarness();
-    await h.clock.advance(30 * MINUTE);
-    // Another process refreshes the shared credential and stores the result.
+  /** Another process sharing the credential refreshes it and stores the result. */
+  async function otherProcessRefreshes(h: Harness, lifetime = HOUR): Promise<TokenSet> {
     const other = await h.endpoint.refresh(h.endpoint.current, new AbortController().signal);
-    if (!other.ok) throw new Error('setup');
-    h.store.tokens = {
+    if (!other.ok) throw new Error('setup: the other refresh failed');
+    const issuedAt = h.clock.now();
+    const tokens = {
       accessToken: other.tokens.accessToken,
       refreshToken: other.tokens.refreshToken ?? '',
-      issuedAt: h.clock.now(),
-      expiresAt: h.clock.now() + HOUR,
+      issuedAt,
+      expiresAt: issuedAt + lifetime,
     };
-    await h.clock.advance(16 * MINUTE); // our refresh uses the spent token → invalid_grant → re-read
+    h.store.tokens = tokens;
+    return tokens;
+  }
+
+  it('re-reads the store before refreshing, and skips the refresh another process already made', async () => {
+    const h = await startHarness();
+    await h.clock.advance(30 * MINUTE);
+    const other = await otherProcessRefreshes(h);
+    await h.clock.advance(16 * MINUTE); // our refresh point: the store holds a newer token set
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok']); // the other process's only
+    expect(h.events.some((e) => e.type === 'adopted')).toBe(true);
+    expect(await h.keeper.getToken()).toBe(other.accessToken);
+    await h.clock.advance(45 * MINUTE); // the next refresh uses the adopted refresh token
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'ok']);
+    expect(h.endpoint.requests[1]?.refreshToken).toBe(other.refreshToken);
+    expect(h.statuses).toEqual([]);
+  });
+
+  it('believes invalid_grant only after a re-read: a rotation that raced ours is adopted', async () => {
+    const h = await startHarness();
+    await h.clock.advance(30 * MINUTE);
+    let other: TokenSet | undefined;
+    // The other process (without a lock) rotates just after our re-read, before our request lands.
+    h.endpoint.beforeAnswer = async () => {
+      h.endpoint.beforeAnswer = undefined;
+      other = await otherProcessRefreshes(h);
+    };
+    await h.clock.advance(16 * MINUTE);
     expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'invalid_grant']);
     expect(h.events.some((e) => e.type === 'adopted')).toBe(true);
     expect(h.statuses).toEqual([]);
-    expect(await h.keeper.getToken()).toBe(other.tokens.accessToken);
+    expect(await h.keeper.getToken()).toBe(other?.accessToken);
   });
 
-  it('after adopting a stored token that is already due, retries once with its refresh token', async () => {
+  it('adopting a stored token that is already due refreshes with its refresh token, never the spent one', async () => {
     const h = await startHarness();
-    const other = await h.endpoint.refresh(h.endpoint.current, new AbortController().signal);
-    if (!other.ok) throw new Error('setup');
-    h.store.tokens = {
-      accessToken: other.tokens.accessToken,
-      refreshToken: other.tokens.refreshToken ?? '',
-      issuedAt: h.clock.now() - 50 * MINUTE,
-      expiresAt: h.clock.now() + 10 * MINUTE,
-    };
-    await h.clock.advance(46 * MINUTE);
-    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'invalid_grant', 'ok']);
+    const spent = h.endpoint.current;
+    await h.clock.advance(10 * MINUTE);
+    const other = await otherProcessRefreshes(h, 40 * MINUTE); // its refresh point (30 min in) falls before ours
+    await h.clock.advance(36 * MINUTE);
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'ok']);
+    expect(h.endpoint.requests[1]?.refreshToken).toBe(other.refreshToken);
+    expect(h.endpoint.requests[1]?.refreshToken).not.toBe(spent);
     expect(h.statuses).toEqual([]);
   });
 
@@ -279,6 +341,68 @@ describe('TokenKeeper — failures', () => {
 });
 
 describe('TokenKeeper — concurrency and shutdown', () => {
+  it('a refresh function that throws instead of reporting counts as a transient failure', async () => {
+    const h = await startHarness();
+    const healthy = h.endpoint.refresh;
+    let calls = 0;
+    Object.defineProperty(h.endpoint, 'refresh', {
+      value: (refreshToken: string, signal: AbortSignal) => {
+        calls++;
+        if (calls === 1) throw new TypeError('Invalid URL');
+        return healthy(refreshToken, signal);
+      },
+    });
+    await h.clock.advance(46 * MINUTE);
+    expect(attempts(h.events).map((a) => a.outcome)).toEqual(['transient', 'success']);
+    expect(h.statuses).toEqual([]);
+  });
+
+  it('a stop right after a start with a due token stays stopped, with no status written', async () => {
+    const h = await startHarness();
+    await h.clock.advance(HOUR); // keeper's token expired, as if the process restarted now
+    const keeper = new TokenKeeper({
+      clock: h.clock,
+      config: h.config,
+      refresh: h.endpoint.refresh,
+      store: h.store,
+      status: () => {
+        throw new Error('no status may be written');
+      },
+    });
+    await keeper.start(h.store.tokens);
+    keeper.stop();
+    await h.clock.advance(HOUR);
+    expect(keeper.state).toBe('stopped');
+  });
+
+  it('a stop from inside an event listener is final', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    h.keeper.on((event) => {
+      if (event.type === 'attempt') h.keeper.stop();
+    });
+    await h.clock.advance(24 * HOUR);
+    expect(h.keeper.state).toBe('stopped');
+    expect(h.endpoint.requests).toHaveLength(1);
+    expect(h.statuses).toEqual([]);
+    expect(h.clock.pendingTimers).toBe(0);
+  });
+
+  it('a demand caller waits at most the demand budget for a slow token endpoint', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(3 * HOUR); // no valid token left
+    h.endpoint.fault = undefined;
+    h.endpoint.latencyMs = MINUTE;
+    void h.keeper.trigger('manual'); // an attempt in flight, answered in a minute
+    const start = h.clock.monotonic();
+    let settledAt: number | undefined;
+    const call = tokenOrCode(h.keeper.getToken()).finally(() => (settledAt = h.clock.monotonic()));
+    await h.clock.advance(30 * SECOND);
+    expect(await call).toBe('ERR_AUTH_RETRYING');
+    expect((settledAt ?? Infinity) - start).toBe(h.config.demandWait);
+  });
+
   it('10,000 concurrent getToken() calls at expiry cause exactly one refresh and all get the same token', async () => {
     const h = await startHarness();
     h.endpoint.latencyMs = 200;
@@ -358,6 +482,23 @@ describe('TokenKeeper — improvements over give-up and fixed-cadence monitors',
     expect(h.endpoint.requests.slice(before).map((r) => r.answer)).toEqual(['ok']);
   });
 
+  it('a client that comes back when its Retry-After says gets a token on that request', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(HOUR + 7 * MINUTE); // 22 minutes into the episode: the demand gap still grows
+    await h.keeper.trigger('manual'); // a failed attempt just now
+    h.endpoint.fault = undefined;
+    const refused = await h.keeper.getToken().catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(TokenUnavailableError);
+    const seconds = (refused as TokenUnavailableError).retryAfterSeconds ?? 0;
+    await h.clock.advance(seconds * SECOND);
+    const before = h.endpoint.requests.length;
+    const call = h.keeper.getToken();
+    await h.clock.advance(SECOND);
+    expect(await call).toMatch(/^at-/);
+    expect(h.endpoint.requests.length - before).toBeLessThanOrEqual(1);
+  });
+
   it('the demand gap grows with the episode: max(probe minimum, 10%), capped at the tick', async () => {
     const h = await startHarness();
     h.endpoint.fault = WAF_403;
@@ -372,20 +513,31 @@ describe('TokenKeeper — improvements over give-up and fixed-cadence monitors',
     expect(perHourHammered).toBeLessThanOrEqual(30); // …but a hammering client adds little load
   });
 
-  it.each(['network', 'wake'] as const)('a %s trigger starts an attempt within the minimum gap', async (kind) => {
-    const h = await startHarness();
-    h.endpoint.fault = WAF_403;
-    await h.clock.advance(3 * HOUR);
-    h.endpoint.fault = undefined;
-    const lastFailure = h.endpoint.requests.at(-1)?.at ?? 0;
-    void h.keeper.trigger(kind);
-    await h.clock.advance(h.config.probeMinInterval);
-    const recovery = h.endpoint.requests.at(-1);
-    expect(recovery?.answer).toBe('ok');
-    expect((recovery?.at ?? 0) - lastFailure).toBeLessThanOrEqual(
-      Math.max(h.config.probeMinInterval, h.clock.now() - lastFailure),
-    );
-    expect(h.keeper.status).toBe('running');
+  it.each(['network', 'wake'] as const)(
+    'a %s trigger starts an attempt at once when the last one is older than the minimum gap',
+    async (kind) => {
+      const resets: number[] = [];
+      const h = await startHarness({ resetTransport: () => resets.push(h.clock.now()) });
+      h.endpoint.fault = WAF_403;
+      await h.clock.advance(3 * HOUR);
+      h.endpoint.fault = undefined;
+      const lastFailure = h.endpoint.requests.at(-1)?.at ?? 0;
+      if (h.clock.now() - lastFailure < h.config.probeMinInterval) await h.clock.advance(h.config.probeMinInterval);
+      if (kind === 'wake') h.clock.sleep(20 * MINUTE);
+      const triggeredAt = h.clock.now();
+      await h.keeper.trigger(kind);
+      expect(h.endpoint.requests.at(-1)).toMatchObject({ at: triggeredAt, answer: 'ok' });
+      expect(h.keeper.status).toBe('running');
+      expect(resets).toEqual([triggeredAt]); // the connection pool was recreated first
+    },
+  );
+
+  it('a manual trigger does not recreate the connection pool', async () => {
+    let resets = 0;
+    const h = await startHarness({ resetTransport: () => resets++ });
+    await h.keeper.trigger('manual');
+    expect(h.endpoint.requests).toHaveLength(1);
+    expect(resets).toBe(0);
   });
 
   it('a trigger right after an attempt waits out the minimum gap, then tries', async () => {

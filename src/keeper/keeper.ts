@@ -74,6 +74,26 @@ interface Episode {
   readonly retryAfterMs: number;
 }
 
+/** What one exchange with the token endpoint (under the lock) came to. */
+type Outcome =
+  | { readonly kind: 'refreshed' | 'adopted'; readonly tokens: TokenSet }
+  | { readonly kind: 'no_refresh_token' }
+  | { readonly kind: 'failure'; readonly verdict: Classification };
+
+/** The fields every attempt event carries. */
+interface AttemptFields {
+  readonly type: 'attempt';
+  readonly at: number;
+  readonly trigger: Trigger;
+  readonly durationMs: number;
+}
+
+/** Stands for an exchange cut short by stop() or new credentials; its outcome is discarded unseen. */
+const ABORTED: Classification = { class: 'transient', reason: 'network', detail: 'ABORT_ERR' };
+
+/** Floor of the gap between a success and a refresh of the token it brought. */
+const MIN_REFRESH_GAP_MS = 1000;
+
 /** The keeper's state: each kind holds only its own data (STYLE.md §2). */
 type State =
   | { readonly kind: 'idle' }
@@ -109,6 +129,8 @@ export class TokenKeeper {
   /** End of the last attempt on both time lines, so that gaps survive sleep and clock jumps. */
   #lastAttempt: { readonly wall: number; readonly mono: number } | undefined;
   #hintGiven = false;
+  /** The last save in progress: saves are chained so they land in order. */
+  #saving: Promise<void> = Promise.resolve();
 
   constructor(options: KeeperOptions) {
     this.#options = options;
@@ -146,7 +168,7 @@ export class TokenKeeper {
       this.#transition({ kind: 'unauthenticated', reason: 'no stored credentials', episode: undefined });
       return;
     }
-    this.#accept(tokens, 'startup');
+    this.#accept(tokens, 'started', 'startup');
   }
 
   /** Stops quietly: timers cleared, the attempt in flight aborted, no status written. */
@@ -164,7 +186,9 @@ export class TokenKeeper {
   setTokens(tokens: TokenSet): void {
     if (this.#state.kind === 'stopped') throw new TetherError('ERR_KEEPER_STOPPED', 'the keeper has been stopped');
     this.#attemptAbort?.abort();
-    this.#accept(tokens, 'new credentials');
+    // Saved after any save of the old credential still in progress, so the old one cannot land last.
+    void this.#persist(tokens);
+    this.#accept(tokens, 'new credentials', 'manual');
   }
 
   /** The cached token if it is valid for sending, without side effects. */
@@ -198,8 +222,7 @@ export class TokenKeeper {
       case 'refreshing':
         return state.flight;
       case 'fresh':
-        if (trigger === 'manual' || this.#clock.now() >= (this.#held?.refreshAt ?? Infinity))
-          return this.#startAttempt(trigger);
+        if (trigger === 'manual' || this.#refreshDueIn() <= 0) return this.#startAttempt(trigger);
         this.#arm(); // timers stand still during sleep: re-aim at the wall-clock refresh point
         return Promise.resolve();
       case 'backoff': {
@@ -260,8 +283,11 @@ export class TokenKeeper {
       case 'fresh':
       case 'backoff': {
         const episode = state.kind === 'backoff' ? state.episode : undefined;
+        // The episode is measured up to the last attempt, so the gap is fixed
+        // until the next one and a client told to come back in N seconds
+        // (Retry-After) finds the gap passed when it does.
         const gap = episode
-          ? demandGap(this.#clock.now() - episode.failingSince, this.#config)
+          ? demandGap((this.#lastAttempt?.wall ?? this.#clock.now()) - episode.failingSince, this.#config)
           : this.#config.probeMinInterval;
         const wait = this.#waitBeforeAttempt(gap, episode);
         if (wait <= 0) return this.#awaitFlight(this.#startAttempt('demand'));
@@ -337,123 +363,122 @@ export class TokenKeeper {
     return flight;
   }
 
+  /** One attempt: the exchange under the credential's lock, then its outcome applied. */
   async #attempt(trigger: Trigger, episode: Episode | undefined, signal: AbortSignal): Promise<void> {
-    // Stopped or superseded (new credentials) while awaiting: end quietly. A
-    // function, because TypeScript keeps a property narrowed across awaits.
-    const superseded = (): boolean => signal.aborted;
     const started = this.#clock.monotonic();
-    let refreshToken = this.#held?.set.refreshToken;
-    let adoptionTried = false;
-    for (;;) {
-      if (refreshToken === undefined) {
-        const verdict: Classification = {
-          class: 'permanent',
-          reason: 'oauth_error',
-          detail: 'no refresh token was issued',
-        };
-        this.#finishAttempt();
+    const store = this.#options.store;
+    let outcome: Outcome;
+    try {
+      outcome = await (store.exclusive ? store.exclusive(() => this.#exchange(signal)) : this.#exchange(signal));
+    } catch (error) {
+      // The lock could not be had (or a store call threw): no verdict on the credential.
+      outcome = { kind: 'failure', verdict: classifyFailure(networkFailureFrom(error), this.#clock.now()) };
+    }
+    // Stopped, or superseded by new credentials, while awaiting: end quietly.
+    if (aborted(signal)) return;
+    this.#lastAttempt = { wall: this.#clock.now(), mono: this.#clock.monotonic() };
+    const at = this.#clock.now();
+    const durationMs = this.#clock.monotonic() - started;
+    switch (outcome.kind) {
+      case 'refreshed':
+      case 'adopted':
+        this.#emit({ type: 'attempt', at, trigger, outcome: 'success', durationMs });
+        this.#accept(
+          outcome.tokens,
+          outcome.kind === 'refreshed' ? 'token refreshed' : 'adopted a token refreshed by another process',
+          'schedule',
+        );
+        return;
+      case 'no_refresh_token': {
+        const detail = 'no refresh token: the server issued none, so the session cannot be renewed';
         this.#emit({
           type: 'attempt',
-          at: this.#clock.now(),
+          at,
           trigger,
           outcome: 'permanent',
-          durationMs: 0,
+          durationMs,
           reason: 'no_refresh_token',
-          detail: verdict.detail,
+          detail,
         });
-        this.#giveUp('no refresh token: the server issued none, so the session cannot be renewed', episode, verdict);
+        this.#giveUp(detail, episode, undefined);
         return;
       }
-      const sentAt = this.#clock.now();
-      const result = await this.#options
-        .refresh(refreshToken, signal)
-        .catch((error: unknown) => ({ ok: false as const, failure: networkFailureFrom(error) }));
-      if (superseded()) return;
-      if (result.ok) {
-        await this.#succeed(trigger, started, sentAt, refreshToken, result.tokens, signal);
+      case 'failure':
+        this.#fail({ type: 'attempt', at, trigger, durationMs }, outcome.verdict, episode);
         return;
+    }
+  }
+
+  /**
+   * The DESIGN §5 protocol, run under the credential's lock when the store has
+   * one: re-read → skip if another process already refreshed → refresh →
+   * save. An `invalid_grant` is believed only after one more re-read: another
+   * process without the lock may have rotated the refresh token (§3.2 point 2).
+   */
+  async #exchange(signal: AbortSignal): Promise<Outcome> {
+    let reread = await this.#adoptNewer();
+    for (;;) {
+      const held = this.#held;
+      if (aborted(signal) || held === undefined) return { kind: 'failure', verdict: ABORTED };
+      if (reread && this.#clock.now() < held.refreshAt) return { kind: 'adopted', tokens: held.set };
+      const refreshToken = held.set.refreshToken;
+      if (refreshToken === undefined) return { kind: 'no_refresh_token' };
+      const sentAt = this.#clock.now();
+      const result = await Promise.resolve()
+        .then(() => this.#options.refresh(refreshToken, signal))
+        .catch((error: unknown) => ({ ok: false as const, failure: networkFailureFrom(error) }));
+      if (aborted(signal)) return { kind: 'failure', verdict: ABORTED };
+      if (result.ok) {
+        const tokens = tokenSetFrom(result.tokens, sentAt, refreshToken);
+        // Persisted before it is used: a rotated refresh token that only lived
+        // in memory would be lost with the process, and the old one is spent.
+        await this.#persist(tokens);
+        return { kind: 'refreshed', tokens };
       }
       const verdict = classifyFailure(result.failure, this.#clock.now());
-      if (verdict.oauthError === 'invalid_grant' && !adoptionTried) {
-        // Another process may have rotated the refresh token (DESIGN §3.2 point 2).
-        adoptionTried = true;
-        const stored = await this.#options.store.load().catch(() => undefined);
-        if (superseded()) return;
-        if (stored?.refreshToken !== undefined && stored.refreshToken !== refreshToken) {
-          this.#emit({
-            type: 'adopted',
-            at: this.#clock.now(),
-            detail: 'another process had already rotated the refresh token',
-          });
-          const times = tokenTimes(stored.issuedAt, stored.expiresAt, this.#random());
-          if (this.#clock.now() < times.refreshAt) {
-            this.#finishAttempt();
-            this.#emit({
-              type: 'attempt',
-              at: this.#clock.now(),
-              trigger,
-              outcome: 'success',
-              durationMs: this.#clock.monotonic() - started,
-            });
-            this.#accept(stored, 'adopted a token refreshed by another process');
-            return;
-          }
-          refreshToken = stored.refreshToken;
-          continue;
-        }
-      }
-      this.#fail(trigger, started, verdict, episode);
-      return;
+      if (verdict.oauthError !== 'invalid_grant' || reread) return { kind: 'failure', verdict };
+      reread = await this.#adoptNewer();
+      if (!reread) return { kind: 'failure', verdict };
     }
   }
 
-  async #succeed(
-    trigger: Trigger,
-    started: number,
-    sentAt: number,
-    usedRefreshToken: string,
-    response: TokenResponse,
-    signal: AbortSignal,
-  ): Promise<void> {
-    const tokens: TokenSet = {
-      accessToken: response.accessToken,
-      refreshToken: response.refreshToken ?? usedRefreshToken,
-      issuedAt: sentAt,
-      ...(response.expiresIn !== undefined && { expiresAt: sentAt + response.expiresIn * 1000 }),
-      ...(response.scope !== undefined && { scope: response.scope }),
-      ...(response.tokenType !== undefined && { tokenType: response.tokenType }),
-    };
-    // Persisted before it is used: a rotated refresh token that only lived in
-    // memory would be lost with the process, and the old one is now spent.
-    try {
-      await this.#options.store.save(tokens);
-    } catch (error) {
-      // The in-memory token keeps serving; the failure is reported, not fatal.
-      this.#emit({ type: 'persist_failed', at: this.#clock.now(), detail: errorCode(error) });
-    }
-    if (signal.aborted) return;
-    this.#finishAttempt();
+  /**
+   * Re-reads the store and takes a newer token set (another process rotated
+   * the refresh token) into use in place of the held one; the caller decides
+   * whether it still needs refreshing. Never sends a spent refresh token again.
+   */
+  async #adoptNewer(): Promise<boolean> {
+    const stored = await Promise.resolve()
+      .then(() => this.#options.store.load())
+      .catch(() => undefined);
+    const held = this.#held;
+    if (stored === undefined || held === undefined || this.#state.kind !== 'refreshing') return false;
+    if (stored.refreshToken === undefined || stored.refreshToken === held.set.refreshToken) return false;
+    if (stored.issuedAt <= held.set.issuedAt) return false; // older than ours: not a rotation
+    this.#held = this.#hold(stored);
     this.#emit({
-      type: 'attempt',
+      type: 'adopted',
       at: this.#clock.now(),
-      trigger,
-      outcome: 'success',
-      durationMs: this.#clock.monotonic() - started,
+      detail: 'another process had already refreshed this credential',
     });
-    this.#accept(tokens, 'token refreshed');
+    return true;
   }
 
-  #fail(trigger: Trigger, started: number, verdict: Classification, prior: Episode | undefined): void {
-    this.#finishAttempt();
-    const now = this.#clock.now();
-    const attempt = {
-      type: 'attempt',
-      at: now,
-      trigger,
-      durationMs: this.#clock.monotonic() - started,
-      reason: verdict.reason,
-      detail: verdict.detail,
-    } as const;
+  /** Saves one token set after any save still in progress, so that saves land in order. */
+  #persist(tokens: TokenSet): Promise<void> {
+    const write = this.#saving
+      .then(() => this.#options.store.save(tokens))
+      .catch((error: unknown) => {
+        // The in-memory token keeps serving; the failure is reported, not fatal.
+        this.#emit({ type: 'persist_failed', at: this.#clock.now(), detail: errorCode(error) });
+      });
+    this.#saving = write;
+    return write;
+  }
+
+  #fail(attempt: AttemptFields, verdict: Classification, prior: Episode | undefined): void {
+    const now = attempt.at;
+    const failed = { ...attempt, reason: verdict.reason, detail: verdict.detail } as const;
     const episode: Episode = {
       failingSince: prior?.failingSince ?? now,
       failures: (prior?.failures ?? 0) + 1,
@@ -463,7 +488,7 @@ export class TokenKeeper {
       retryAfterMs: verdict.retryAfterMs ?? 0,
     };
     if (verdict.class === 'permanent') {
-      this.#emit({ ...attempt, outcome: 'permanent' });
+      this.#emit({ ...failed, outcome: 'permanent' });
       this.#giveUp(`the authorization server refused the refresh (${verdict.detail})`, episode, verdict);
       return;
     }
@@ -471,7 +496,7 @@ export class TokenKeeper {
     // Enforced only here, at a failed attempt: after a long sleep the keeper
     // always tries once more before giving up.
     if (ceiling > 0 && now - episode.failingSince > ceiling) {
-      this.#emit({ ...attempt, outcome: 'transient' });
+      this.#emit({ ...failed, outcome: 'transient' });
       this.#giveUp(
         `no successful refresh for ${formatDuration(now - episode.failingSince)}, past the ceiling of ${formatDuration(ceiling)} (TETHER_TOKEN_AUTH_RETRYING_MAX_ELAPSED); last error: ${verdict.reason} ${verdict.detail}`,
         episode,
@@ -480,7 +505,7 @@ export class TokenKeeper {
       return;
     }
     const next = this.#schedule(episode, now);
-    this.#emit({ ...attempt, outcome: 'transient', nextAttemptAt: now + next.delay });
+    this.#emit({ ...failed, outcome: 'transient', nextAttemptAt: now + next.delay });
     this.#transition({ kind: 'backoff', episode: next.episode, nextAttemptAt: this.#clock.monotonic() + next.delay });
   }
 
@@ -488,7 +513,8 @@ export class TokenKeeper {
    * The delay before the next attempt after a transient failure: the short
    * tier while it lasts, then the slow tier; never less than `Retry-After`;
    * and while the token is valid, never past the last moment before it
-   * expires for sending (§3.2 point 4).
+   * expires for sending (§3.2 point 4) — unless that moment is closer than the
+   * probe minimum, which keeps two attempts from crowding together.
    */
   #schedule(episode: Episode, now: number): { episode: Episode; delay: number } {
     let next = episode;
@@ -505,13 +531,9 @@ export class TokenKeeper {
     const held = this.#held;
     if (held !== undefined && held.sendExpiresAt !== Infinity) {
       const lastChance = held.sendExpiresAt - preExpiryLead(held.set.issuedAt, held.sendExpiresAt);
-      if (now < lastChance && now + delay > lastChance) delay = lastChance - now;
+      if (now + this.#config.probeMinInterval <= lastChance && now + delay > lastChance) delay = lastChance - now;
     }
     return { episode: next, delay: Math.max(delay, episode.retryAfterMs) };
-  }
-
-  #finishAttempt(): void {
-    this.#lastAttempt = { wall: this.#clock.now(), mono: this.#clock.monotonic() };
   }
 
   #giveUp(reason: string, episode: Episode | undefined, verdict: Classification | undefined): void {
@@ -534,12 +556,27 @@ export class TokenKeeper {
     this.#transition({ kind: 'unauthenticated', reason, episode });
   }
 
-  /** Takes a token set into use: fresh if it is not yet due, else refreshed at once. */
-  #accept(tokens: TokenSet, reason: string): void {
+  #hold(tokens: TokenSet): HeldToken {
     const times = tokenTimes(tokens.issuedAt, tokens.expiresAt, this.#random());
-    this.#held = { set: tokens, ...times, promise: Promise.resolve(tokens.accessToken) };
+    return { set: tokens, ...times, promise: Promise.resolve(tokens.accessToken) };
+  }
+
+  /**
+   * Takes a token set into use. One already due is refreshed at once — but
+   * never sooner than a short gap after the last attempt, so that a server
+   * issuing tokens that are due on arrival cannot drive a tight loop.
+   */
+  #accept(tokens: TokenSet, reason: string, trigger: Trigger): void {
+    this.#held = this.#hold(tokens);
     this.#transition({ kind: 'fresh' }, reason);
-    if (this.#clock.now() >= times.refreshAt) void this.#startAttempt('startup');
+    if (this.#refreshDueIn() <= 0) void this.#startAttempt(trigger);
+  }
+
+  /** Ms until the held token's refresh may start: its refresh point, and the gap after the last attempt. */
+  #refreshDueIn(): number {
+    const refreshAt = this.#held?.refreshAt ?? Infinity;
+    const gap = Math.max(this.#config.probeMinInterval, MIN_REFRESH_GAP_MS);
+    return Math.max(refreshAt - this.#clock.now(), this.#waitBeforeAttempt(gap, undefined));
   }
 
   // ---- transitions, timers, status ------------------------------------------
@@ -547,6 +584,7 @@ export class TokenKeeper {
   /** The one place where the state changes: event, timer and status follow from the new state. */
   #transition(next: State, reason?: string): void {
     const from = this.#state.kind;
+    if (from === 'stopped') return; // stopped is final, even for a listener's late call
     this.#state = next;
     if (from !== next.kind) this.#emit({ type: 'state', at: this.#clock.now(), from, to: next.kind });
     this.#arm();
@@ -570,7 +608,8 @@ export class TokenKeeper {
   #nextWake(): number | undefined {
     const state = this.#state;
     const held = this.#held;
-    if (state.kind === 'fresh') return held && held.refreshAt !== Infinity ? this.#toMono(held.refreshAt) : undefined;
+    if (state.kind === 'fresh')
+      return held && held.refreshAt !== Infinity ? this.#clock.monotonic() + this.#refreshDueIn() : undefined;
     if (state.kind !== 'backoff') return undefined;
     const turns = state.episode.tier === 'slow' && held !== undefined && this.#clock.now() < held.sendExpiresAt;
     return turns ? Math.min(state.nextAttemptAt, this.#toMono(held.sendExpiresAt)) : state.nextAttemptAt;
@@ -580,7 +619,7 @@ export class TokenKeeper {
     const state = this.#state;
     // A timer may fire before what it waits for (delays are capped): then it is re-armed.
     const due =
-      (state.kind === 'fresh' && this.#clock.now() >= (this.#held?.refreshAt ?? Infinity)) ||
+      (state.kind === 'fresh' && this.#refreshDueIn() <= 0) ||
       (state.kind === 'backoff' && this.#clock.monotonic() >= state.nextAttemptAt);
     if (due) void this.#startAttempt('schedule');
     else {
@@ -639,6 +678,23 @@ export class TokenKeeper {
       }
     }
   }
+}
+
+/** The token set a response makes: lifetime from when the request was sent; no new refresh token keeps the old (§3.1). */
+function tokenSetFrom(response: TokenResponse, sentAt: number, usedRefreshToken: string): TokenSet {
+  return {
+    accessToken: response.accessToken,
+    refreshToken: response.refreshToken ?? usedRefreshToken,
+    issuedAt: sentAt,
+    ...(response.expiresIn !== undefined && { expiresAt: sentAt + response.expiresIn * 1000 }),
+    ...(response.scope !== undefined && { scope: response.scope }),
+    ...(response.tokenType !== undefined && { tokenType: response.tokenType }),
+  };
+}
+
+/** Read through a call: TypeScript would keep `signal.aborted` narrowed across awaits. */
+function aborted(signal: AbortSignal): boolean {
+  return signal.aborted;
 }
 
 /** A refresh function that threw instead of reporting: treated as a network failure. */

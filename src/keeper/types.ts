@@ -43,6 +43,12 @@ export interface KeeperStore {
   load(): Promise<TokenSet | undefined>;
   /** Persists a token set; called before the keeper uses it. */
   save(tokens: TokenSet): Promise<void>;
+  /**
+   * Runs `exchange` holding the credential's cross-process lock, if the store
+   * has one: the keeper re-reads, refreshes and saves inside it, so that
+   * processes sharing a credential never refresh it twice.
+   */
+  exclusive?<T>(exchange: () => Promise<T>): Promise<T>;
 }
 
 /** A workload's status as far as the keeper decides it (DESIGN §7). */

@@ -40,6 +40,8 @@ export class TokenEndpoint {
   lifetimeSeconds: number | undefined = 3600;
   latencyMs = 0;
   rotate = true;
+  /** Runs when a request reaches the endpoint, before it is answered (to stage races). */
+  beforeAnswer: (() => Promise<void>) | undefined;
   readonly requests: { at: number; refreshToken: string; answer: 'ok' | 'fault' | 'invalid_grant' }[] = [];
   inFlight = 0;
   maxInFlight = 0;
@@ -80,6 +82,7 @@ export class TokenEndpoint {
       }
       // An aborted request never reached the server (the keeper is stopping).
       if (signal.aborted) return { ok: false, failure: { kind: 'network', code: 'ABORT_ERR' } };
+      await this.beforeAnswer?.();
       const at = this.clock.now();
       if (this.fault !== undefined) {
         this.requests.push({ at, refreshToken, answer: 'fault' });
@@ -106,21 +109,26 @@ export class TokenEndpoint {
   };
 }
 
-/** An in-memory store that records what was saved, in order. */
+/** An in-memory store that records what was saved, in order; a save can be made to take time, like an fsync. */
 export class MemoryStore {
   tokens: TokenSet | undefined;
   readonly saved: TokenSet[] = [];
   failSaves = false;
+  saveDelayMs = 0;
+
+  constructor(private readonly clock: FakeClock) {}
 
   load(): Promise<TokenSet | undefined> {
     return Promise.resolve(this.tokens);
   }
 
-  save(tokens: TokenSet): Promise<void> {
-    if (this.failSaves) return Promise.reject(Object.assign(new Error('disk full'), { code: 'ENOSPC' }));
+  async save(tokens: TokenSet): Promise<void> {
+    if (this.saveDelayMs > 0) {
+      await new Promise<void>((resolve) => this.clock.setTimeout(resolve, this.saveDelayMs));
+    }
+    if (this.failSaves) throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
     this.tokens = tokens;
     this.saved.push(tokens);
-    return Promise.resolve();
   }
 }
 
@@ -149,25 +157,26 @@ export interface Harness {
 /** A keeper wired to a fake clock, a model token endpoint and an in-memory store, started with a fresh login. */
 export async function startHarness(
   options: { config?: Partial<KeeperConfig>; lifetimeSeconds?: number | undefined; random?: () => number } & Partial<
-    Pick<KeeperOptions, 'dynamicClient' | 'name'>
+    Pick<KeeperOptions, 'dynamicClient' | 'name' | 'resetTransport'>
   > = {},
 ): Promise<Harness> {
   const clock = new FakeClock();
   const endpoint = new TokenEndpoint(clock);
   if ('lifetimeSeconds' in options) endpoint.lifetimeSeconds = options.lifetimeSeconds;
-  const store = new MemoryStore();
+  const store = new MemoryStore(clock);
   const config = { ...DEFAULT_KEEPER_CONFIG, ...options.config };
   const statuses: Harness['statuses'] = [];
   const events: KeeperEvent[] = [];
   const keeper = new TokenKeeper({
     clock,
     config,
-    refresh: endpoint.refresh,
+    refresh: (refreshToken, signal) => endpoint.refresh(refreshToken, signal),
     store,
     status: (status, reason) => statuses.push({ status, reason, at: clock.now() }),
     random: options.random ?? (() => 0.5),
     ...(options.dynamicClient !== undefined && { dynamicClient: options.dynamicClient }),
     ...(options.name !== undefined && { name: options.name }),
+    ...(options.resetTransport !== undefined && { resetTransport: options.resetTransport }),
   });
   keeper.on((event) => events.push(event));
   const initial = endpoint.login();

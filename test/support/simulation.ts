@@ -32,6 +32,9 @@ export interface Scenario {
   readonly seed: number;
 }
 
+/** Who asked for a token: a burst of requests, the polling client, or the patient client (retries when told). */
+export type Client = 'burst' | 'poll' | 'patient';
+
 /** What the simulation needs of a token keeper; the real one and the bench's alternative policies have it. */
 export interface SimKeeper {
   start(initial: TokenSet): Promise<void>;
@@ -67,8 +70,10 @@ export interface SimRecord {
     state: string | undefined;
     tokenValid: boolean;
   }[];
-  /** getToken() outcomes (`at`: when it settled): `token` on success, else the error code and retry-after. */
+  /** getToken() outcomes (`asked`: when called, `at`: when settled): `token` on success, else the error code and retry-after. */
   readonly served: readonly {
+    client: Client;
+    asked: number;
     at: number;
     status: KeeperStatus;
     token?: string;
@@ -116,10 +121,11 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
   let stored: TokenSet | undefined;
   const store: KeeperStore = {
     load: () => Promise.resolve(stored),
-    save: (tokens) => {
+    // A save takes a millisecond, like an fsync: a keeper that used a token before its save completed would show.
+    save: async (tokens) => {
+      await new Promise<void>((resolve) => clock.setTimeout(resolve, 1));
       stored = tokens;
       saves.push({ at: clock.now() - t0, seq: seq++, tokens });
-      return Promise.resolve();
     },
   };
   const refresh: RefreshFunction = (refreshToken, signal) => {
@@ -140,22 +146,25 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
   });
 
   const served: SimRecord['served'][number][] = [];
-  const ask = async (): Promise<{ token?: string; retryAfterSeconds?: number }> => {
+  const ask = async (client: Client): Promise<{ token?: string; code?: string; retryAfterSeconds?: number }> => {
+    const asked = clock.now() - t0;
     try {
       const token = await keeper.getToken();
-      served.push({ at: clock.now() - t0, status: keeper.status, token });
+      served.push({ client, asked, at: clock.now() - t0, status: keeper.status, token });
       servedSeq.push({ seq: seq++, token });
       return { token };
     } catch (error) {
       const code = error instanceof TokenUnavailableError ? error.code : 'OTHER';
       const retryAfterSeconds = error instanceof TokenUnavailableError ? error.retryAfterSeconds : undefined;
       served.push({
+        client,
+        asked,
         at: clock.now() - t0,
         status: keeper.status,
         code,
         ...(retryAfterSeconds !== undefined && { retryAfterSeconds }),
       });
-      return retryAfterSeconds !== undefined ? { retryAfterSeconds } : {};
+      return { code, ...(retryAfterSeconds !== undefined && { retryAfterSeconds }) };
     }
   };
 
@@ -169,8 +178,10 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
     });
   }
 
+  // The login's save happened before the run starts (no clock runs yet to time it).
   const initial = endpoint.login();
-  await store.save(initial);
+  stored = initial;
+  saves.push({ at: 0, seq: seq++, tokens: initial });
   const initialRefreshToken = initial.refreshToken ?? '';
   await keeper.start(initial);
 
@@ -211,15 +222,20 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
     });
   }
   for (const burst of scenario.bursts) {
-    events.push({ at: burst.at, apply: () => void Promise.all(Array.from({ length: burst.count }, ask)) });
+    events.push({
+      at: burst.at,
+      apply: () => void Promise.all(Array.from({ length: burst.count }, () => ask('burst'))),
+    });
   }
   if (scenario.patientClientAt !== undefined) {
     events.push({
       at: scenario.patientClientAt,
       apply: () => {
         const attempt = (): void => {
-          void ask().then((outcome) => {
-            if (outcome.token !== undefined) return;
+          void ask('patient').then((outcome) => {
+            // It stops once served, when told to log in (no point retrying), or at the end of the run.
+            if (outcome.token !== undefined || outcome.code === 'ERR_UNAUTHENTICATED') return;
+            if (clock.now() - t0 >= scenario.horizonMs) return;
             clock.setTimeout(attempt, (outcome.retryAfterSeconds ?? 1) * 1000);
           });
         };
@@ -240,7 +256,8 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
     };
     arm();
   };
-  if (scenario.pollEveryMs !== undefined && scenario.pollEveryMs > 0) periodic(scenario.pollEveryMs, () => void ask());
+  if (scenario.pollEveryMs !== undefined && scenario.pollEveryMs > 0)
+    periodic(scenario.pollEveryMs, () => void ask('poll'));
   if (scenario.sampleValidity === true) {
     periodic(1000, () => {
       if (keeper.peekToken() === undefined) secondsWithoutToken++;
