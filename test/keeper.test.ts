@@ -180,6 +180,18 @@ describe('TokenKeeper — failures', () => {
     expect(await h.keeper.getToken()).toMatch(/^at-/);
   });
 
+  it('no valid token left and the refresh failing → auth_retrying at once, even in the short tier', async () => {
+    const h = await startHarness();
+    await h.clock.advance(10 * MINUTE);
+    h.clock.sleep(2 * HOUR); // the laptop slept past the token's expiry…
+    h.endpoint.fault = REFUSED; // …and wakes with the network not up yet
+    await h.keeper.trigger('wake');
+    expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying']);
+    h.endpoint.fault = undefined;
+    await h.clock.advance(30 * SECOND); // the short tier's next try
+    expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying', 'running']);
+  });
+
   it('places one attempt just before the token expires for sending', async () => {
     const h = await startHarness();
     h.endpoint.fault = WAF_403;

@@ -611,7 +611,8 @@ export class TokenKeeper {
     if (state.kind === 'fresh')
       return held && held.refreshAt !== Infinity ? this.#clock.monotonic() + this.#refreshDueIn() : undefined;
     if (state.kind !== 'backoff') return undefined;
-    const turns = state.episode.tier === 'slow' && held !== undefined && this.#clock.now() < held.sendExpiresAt;
+    // While failing with a valid token, the status must turn the moment that token expires for sending.
+    const turns = held !== undefined && this.#clock.now() < held.sendExpiresAt;
     return turns ? Math.min(state.nextAttemptAt, this.#toMono(held.sendExpiresAt)) : state.nextAttemptAt;
   }
 
@@ -637,7 +638,7 @@ export class TokenKeeper {
     if (state.kind === 'unauthenticated') {
       status = 'unauthenticated';
       why = state.reason;
-    } else if (this.#health() === 'failing' && 'episode' in state && state.episode?.tier === 'slow') {
+    } else if (this.#health() === 'failing' && 'episode' in state && state.episode !== undefined) {
       status = 'auth_retrying';
       why = `no valid token; refresh failing since ${new Date(state.episode.failingSince).toISOString()}: ${state.episode.last.reason} ${state.episode.last.detail}`;
     }
