@@ -1,4 +1,4 @@
-import { TetherError } from '../errors.js';
+import { quoteUntrusted, TetherError } from '../errors.js';
 
 /** Nanoseconds per unit, exactly Go's `time` units (both spellings of micro: U+00B5 and U+03BC). */
 const UNIT_NS: ReadonlyMap<string, bigint> = new Map([
@@ -20,8 +20,9 @@ const MAX_NS = 2n ** 63n - 1n;
 /** Values in messages are JSON-encoded (no control characters or fake log lines) and kept short. */
 const MAX_QUOTED = 40;
 
-function quote(text: string): string {
-  return text.length > MAX_QUOTED ? `${JSON.stringify(text.slice(0, MAX_QUOTED))}…` : JSON.stringify(text);
+/** A configured value as it may appear in an error message. */
+export function quote(text: string): string {
+  return quoteUntrusted(text, MAX_QUOTED);
 }
 
 /**

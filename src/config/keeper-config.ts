@@ -1,5 +1,5 @@
 import { TetherError } from '../errors.js';
-import { formatDuration, parseDuration } from './duration.js';
+import { formatDuration, parseDuration, quote } from './duration.js';
 
 /**
  * The token keeper's timings (DESIGN §3.2), all durations in milliseconds.
@@ -140,13 +140,6 @@ const SPECS: readonly Spec[] = [
 
 /** Every environment variable the keeper reads (DESIGN §3.4), in documentation order. */
 export const KEEPER_ENV: readonly KeeperEnvVar[] = Object.freeze(SPECS.map((s) => s.variable));
-
-/** Values in messages are JSON-encoded (no control characters or fake log lines) and kept short. */
-const MAX_QUOTED = 40;
-
-function quote(text: string): string {
-  return text.length > MAX_QUOTED ? `${JSON.stringify(text.slice(0, MAX_QUOTED))}…` : JSON.stringify(text);
-}
 
 /** The variable actually read (the tether name, else the alias) and its raw value. */
 interface Setting {

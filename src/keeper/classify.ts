@@ -1,3 +1,4 @@
+import { quoteUntrusted } from '../errors.js';
 import type { Classification, FailureReason, RefreshFailure } from './failure.js';
 import { parseRetryAfter } from './retry-after.js';
 
@@ -60,10 +61,6 @@ const FORM_SHAPED = /^[\w.~%+-]+=[^<>\s&]*(?:&[\w.~%+-]+=[^<>\s&]*)*$/;
 // Anything a peer controls is cut to this many characters before it enters
 // `detail`, which goes to logs and the status file.
 const DETAIL_VALUE_MAX = 64;
-// JSON.stringify escapes C0 controls but leaves these raw: DEL and C1 controls
-// (U+009B starts a terminal escape sequence), line/paragraph separators, and
-// bidi marks and overrides that can make a log line read differently.
-const UNESCAPED_BY_JSON = /[\u007f-\u009f\u200e\u200f\u2028-\u202e\u2066-\u2069]/g;
 // Node and undici codes look like this and are shown bare; anything else in
 // the `code` slot is treated as untrusted text.
 const PLAIN_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
@@ -139,12 +136,7 @@ function networkDetail(code: string | undefined, message: string | undefined): s
 
 /** JSON-encodes a peer-supplied value, cut to a short length first. */
 function quote(value: string): string {
-  const short = value.length > DETAIL_VALUE_MAX ? `${value.slice(0, DETAIL_VALUE_MAX)}…` : value;
-  // The \uXXXX escapes keep the result valid JSON.
-  return JSON.stringify(short).replace(
-    UNESCAPED_BY_JSON,
-    (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  );
+  return quoteUntrusted(value, DETAIL_VALUE_MAX);
 }
 
 /**
