@@ -51,7 +51,7 @@ const rows = [
   measure('keeper.peekToken()', () => keeper.peekToken()),
   measure('baseline: Date.now() + return a promise', () => (Date.now() > 0 ? emptyPromise : undefined)),
 ];
-keeper.stop();
+void keeper.stop();
 
 console.log(`bench/keeper-hot-path — ${machineLine()}`);
 console.log(`${TOTAL / BATCH} batches of ${BATCH} calls each; ns per call over the batches\n`);

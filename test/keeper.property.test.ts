@@ -45,6 +45,7 @@ const scenario: fc.Arbitrary<Scenario> = fc
     }),
     patientClientAt: fc.option(fc.integer({ min: 0, max: 28 * HOUR }), { freq: 2, nil: undefined }),
     latencyMs: fc.constantFrom(0, 200, 2000),
+    sampleStatusEveryMs: fc.constant(10 * MINUTE),
     seed: fc.integer(),
   })
   .map(({ revokeAt, patientClientAt, ...rest }): Scenario => ({
@@ -88,6 +89,14 @@ function brokenInvariant(s: Scenario, r: SimRecord): string | undefined {
     if (st.status === 'auth_retrying' && st.tokenValid) return `auth_retrying while a valid token is held`;
     if (st.status === 'auth_retrying' && st.state !== 'backoff' && st.state !== 'refreshing')
       return `auth_retrying in state ${String(st.state)}`;
+  }
+
+  // …and at every sample: auth_retrying exactly while failing with no valid token; unauthenticated exactly when given up.
+  for (const sample of r.statusSamples) {
+    if ((sample.status === 'auth_retrying') !== (sample.health === 'failing'))
+      return `status ${sample.status} with refresh ${sample.health} at ${sample.at}`;
+    if ((sample.status === 'unauthenticated') !== (sample.health === 'given_up'))
+      return `status ${sample.status} with refresh ${sample.health} at ${sample.at}`;
   }
 
   // Never unauthenticated from transient failures inside the ceiling.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TokenKeeper, TokenUnavailableError } from '../src/keeper/keeper.js';
+import { ATTEMPT_DEADLINE_MS, TokenKeeper, TokenUnavailableError } from '../src/keeper/keeper.js';
 import type { TokenSet } from '../src/keeper/types.js';
 import {
   type Harness,
@@ -98,7 +98,7 @@ describe('TokenKeeper — healthy life', () => {
 
   it('new credentials put in place while a save is running are what the store ends with', async () => {
     const h = await startHarness();
-    h.store.saveDelayMs = 2 * SECOND;
+    h.store.saveDelays.push(5 * SECOND, 0); // the refresh's save is slow, the login's fast
     await h.clock.advance(45 * MINUTE + SECOND); // the refreshed set is being saved
     const login = h.endpoint.login();
     h.keeper.setTokens(login); // `tether login` meanwhile
@@ -352,7 +352,120 @@ describe('TokenKeeper — failures', () => {
   });
 });
 
+describe('TokenKeeper — the store', () => {
+  it('takes the store lock for each attempt', async () => {
+    const h = await startHarness();
+    await h.clock.advance(46 * MINUTE);
+    expect(h.store.locksTaken).toBe(1);
+    expect(h.endpoint.requests).toHaveLength(1);
+  });
+
+  it('a lock that never comes ends the attempt at its deadline, as a transient failure', async () => {
+    const h = await startHarness({ config: { ceiling: 2 * HOUR } });
+    h.store.lockHangs = true;
+    await h.clock.advance(45 * MINUTE);
+    await h.clock.advance(ATTEMPT_DEADLINE_MS);
+    expect(attempts(h.events).map((a) => [a.outcome, a.reason])).toEqual([['transient', 'attempt_timeout']]);
+    await h.clock.advance(4 * HOUR);
+    expect(h.endpoint.requests).toHaveLength(0);
+    expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying', 'unauthenticated']);
+    await expect(h.keeper.trigger('manual')).resolves.toBeUndefined(); // nothing hangs
+  });
+
+  it('an unreadable store stops the exchange before a possibly spent refresh token is sent', async () => {
+    const h = await startHarness();
+    h.store.failLoads = true;
+    await h.clock.advance(46 * MINUTE);
+    expect(h.endpoint.requests).toHaveLength(0);
+    const failed = attempts(h.events).map((a) => `${a.outcome} ${String(a.reason)}`);
+    expect(failed.length).toBeGreaterThan(0);
+    expect(new Set(failed)).toEqual(new Set(['transient store_unavailable']));
+    h.store.failLoads = false;
+    await h.clock.advance(MINUTE);
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok']);
+  });
+
+  it('a refresh the server answered is saved even when the keeper stops meanwhile', async () => {
+    const h = await startHarness();
+    h.endpoint.latencyMs = 2 * SECOND;
+    await h.clock.advance(45 * MINUTE + SECOND); // request in flight
+    h.endpoint.beforeAnswer = () => {
+      void h.keeper.stop(); // the workload stops just as the server rotates the token
+      return Promise.resolve();
+    };
+    await h.clock.advance(5 * SECOND);
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok']);
+    expect(h.store.tokens?.refreshToken).toBe(h.endpoint.current);
+    expect(h.statuses).toEqual([]);
+  });
+
+  it('a keeper stopped while start() is loading never refreshes', async () => {
+    const h = await startHarness();
+    await h.clock.advance(HOUR); // the stored token is due
+    h.store.loadDelayMs = SECOND;
+    const keeper = new TokenKeeper({
+      clock: h.clock,
+      config: h.config,
+      refresh: (token, signal) => h.endpoint.refresh(token, signal),
+      store: h.store,
+      status: () => undefined,
+    });
+    const starting = keeper.start();
+    void keeper.stop();
+    await h.clock.advance(MINUTE);
+    await starting;
+    expect(keeper.state).toBe('stopped');
+    expect(h.endpoint.requests.filter((r) => r.at > h.clock.now() - MINUTE)).toHaveLength(0);
+  });
+
+  it("adopts another process's refresh on a server that does not rotate refresh tokens", async () => {
+    const h = await startHarness();
+    h.endpoint.rotate = false;
+    await h.clock.advance(30 * MINUTE);
+    const other = await h.endpoint.refresh(h.endpoint.current, new AbortController().signal);
+    if (!other.ok) throw new Error('setup');
+    h.store.tokens = {
+      accessToken: other.tokens.accessToken,
+      refreshToken: h.endpoint.current,
+      issuedAt: h.clock.now(),
+      expiresAt: h.clock.now() + HOUR,
+    };
+    await h.clock.advance(16 * MINUTE);
+    expect(h.endpoint.requests).toHaveLength(1); // the other process's only
+    expect(await h.keeper.getToken()).toBe(other.tokens.accessToken);
+  });
+});
+
 describe('TokenKeeper — concurrency and shutdown', () => {
+  it('the status turns when the token expires for sending, even with an attempt still in flight', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    h.endpoint.latencyMs = 30 * SECOND;
+    await h.clock.advance(HOUR + 5 * MINUTE);
+    const sendExpiry = (h.store.tokens?.expiresAt ?? 0) - MINUTE;
+    expect(h.statuses[0]?.status).toBe('auth_retrying');
+    expect(h.statuses[0]?.at).toBe(sendExpiry);
+  });
+
+  it('a token without a refresh token is served to its last moment, then the keeper gives up', async () => {
+    const h = await startHarness();
+    h.keeper.setTokens({ accessToken: 'static-ish', issuedAt: h.clock.now(), expiresAt: h.clock.now() + HOUR });
+    await h.clock.advance(58 * MINUTE);
+    expect(await h.keeper.getToken()).toBe('static-ish');
+    await h.clock.advance(2 * MINUTE);
+    expect(h.statuses.map((s) => s.status)).toEqual(['unauthenticated']);
+    expect(h.statuses[0]?.at).toBe(h.clock.now() - MINUTE); // at the expired-for-sending point
+  });
+
+  it('a token response with an unusable expires_in is a transient failure, not a timer loop', async () => {
+    const h = await startHarness();
+    h.endpoint.lifetimeSeconds = Number.NaN;
+    await h.clock.advance(50 * MINUTE);
+    const outcomes = attempts(h.events).map((a) => [a.outcome, a.reason]);
+    expect(outcomes[0]).toEqual(['transient', 'invalid_token_response']);
+    expect(outcomes.length).toBeLessThan(10);
+  });
+
   it('a refresh function that throws instead of reporting counts as a transient failure', async () => {
     const h = await startHarness();
     const healthy = h.endpoint.refresh;
@@ -382,7 +495,7 @@ describe('TokenKeeper — concurrency and shutdown', () => {
       },
     });
     await keeper.start(h.store.tokens);
-    keeper.stop();
+    void keeper.stop();
     await h.clock.advance(HOUR);
     expect(keeper.state).toBe('stopped');
   });
@@ -391,7 +504,7 @@ describe('TokenKeeper — concurrency and shutdown', () => {
     const h = await startHarness();
     h.endpoint.fault = WAF_403;
     h.keeper.on((event) => {
-      if (event.type === 'attempt') h.keeper.stop();
+      if (event.type === 'attempt') void h.keeper.stop();
     });
     await h.clock.advance(24 * HOUR);
     expect(h.keeper.state).toBe('stopped');
@@ -446,7 +559,7 @@ describe('TokenKeeper — concurrency and shutdown', () => {
     const statusesBefore = h.statuses.length;
     const requestsBefore = h.endpoint.requests.length;
     const waiting = tokenOrCode(h.keeper.getToken());
-    h.keeper.stop();
+    void h.keeper.stop();
     await h.clock.advance(48 * HOUR);
     expect(h.statuses).toHaveLength(statusesBefore);
     expect(h.endpoint.requests).toHaveLength(requestsBefore);

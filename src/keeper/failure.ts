@@ -33,7 +33,10 @@ export type FailureReason =
   | 'invalid_token_response' // 2xx that is not a valid token response
   | 'oauth_transient' // 4xx with `error` = server_error | temporarily_unavailable
   | 'oauth_error' // 4xx with any other RFC 6749 `error`: the server's verdict
-  | 'unexpected_status'; // 1xx/3xx or anything else that gave no verdict
+  | 'unexpected_status' // 1xx/3xx or anything else that gave no verdict
+  // The keeper's own, never the classifier's:
+  | 'attempt_timeout' // no outcome within the attempt's deadline (lock, endpoint or store hung)
+  | 'store_unavailable'; // the store could not be re-read, so nothing was sent
 
 /** The classifier's verdict on a failed refresh. */
 export interface Classification {

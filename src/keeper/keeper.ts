@@ -88,8 +88,29 @@ interface AttemptFields {
   readonly durationMs: number;
 }
 
-/** Stands for an exchange cut short by stop() or new credentials; its outcome is discarded unseen. */
-const ABORTED: Classification = { class: 'transient', reason: 'network', detail: 'ABORT_ERR' };
+/** Why an attempt was aborted (the signal's reason): only a deadline makes it a failure. */
+const STOPPED = 'stopped';
+const SUPERSEDED = 'superseded';
+const DEADLINE = 'deadline';
+
+/** Longest an attempt may take, lock wait and save included (the refresh itself times out at 15 s). */
+export const ATTEMPT_DEADLINE_MS = 60_000;
+
+const ATTEMPT_TIMEOUT: Classification = {
+  class: 'transient',
+  reason: 'attempt_timeout',
+  detail: `no outcome within ${String(ATTEMPT_DEADLINE_MS / 1000)}s (lock, token endpoint or store)`,
+};
+const STORE_UNREADABLE: Classification = {
+  class: 'transient',
+  reason: 'store_unavailable',
+  detail: 'the credential store could not be read; nothing was sent',
+};
+const BAD_EXPIRES_IN: Classification = {
+  class: 'transient',
+  reason: 'invalid_token_response',
+  detail: 'expires_in is not a non-negative number',
+};
 
 /** Floor of the gap between a success and a refresh of the token it brought. */
 const MIN_REFRESH_GAP_MS = 1000;
@@ -171,12 +192,19 @@ export class TokenKeeper {
     this.#accept(tokens, 'started', 'startup');
   }
 
-  /** Stops quietly: timers cleared, the attempt in flight aborted, no status written. */
-  stop(): void {
-    if (this.#state.kind === 'stopped') return;
-    this.#attemptAbort?.abort();
-    this.#held = undefined;
-    this.#transition({ kind: 'stopped' });
+  /**
+   * Stops quietly: timers cleared, the attempt in flight aborted, no status
+   * written. Resolves once a save still in progress has landed (a refresh the
+   * server already answered is saved: its old refresh token is spent), so
+   * that deleting the credentials afterwards is final.
+   */
+  stop(): Promise<void> {
+    if (this.#state.kind !== 'stopped') {
+      this.#attemptAbort?.abort(STOPPED);
+      this.#held = undefined;
+      this.#transition({ kind: 'stopped' });
+    }
+    return this.#saving;
   }
 
   /**
@@ -185,7 +213,7 @@ export class TokenKeeper {
    */
   setTokens(tokens: TokenSet): void {
     if (this.#state.kind === 'stopped') throw new TetherError('ERR_KEEPER_STOPPED', 'the keeper has been stopped');
-    this.#attemptAbort?.abort();
+    this.#attemptAbort?.abort(SUPERSEDED);
     // Saved after any save of the old credential still in progress, so the old one cannot land last.
     void this.#persist(tokens);
     this.#accept(tokens, 'new credentials', 'manual');
@@ -358,24 +386,43 @@ export class TokenKeeper {
     const episode = state.kind === 'backoff' ? state.episode : undefined;
     const controller = new AbortController();
     this.#attemptAbort = controller;
-    const flight = Promise.resolve().then(() => this.#attempt(trigger, episode, controller.signal));
+    const flight = Promise.resolve().then(() => this.#attempt(trigger, episode, controller));
     this.#transition({ kind: 'refreshing', episode, flight });
     return flight;
   }
 
-  /** One attempt: the exchange under the credential's lock, then its outcome applied. */
-  async #attempt(trigger: Trigger, episode: Episode | undefined, signal: AbortSignal): Promise<void> {
+  /**
+   * One attempt: the exchange under the credential's lock, then its outcome
+   * applied. A deadline bounds it (a lock or a save that never returns must
+   * not stall the keeper); stop() and setTokens() end it at once, quietly.
+   */
+  async #attempt(trigger: Trigger, episode: Episode | undefined, controller: AbortController): Promise<void> {
+    const { signal } = controller;
     const started = this.#clock.monotonic();
+    const deadline = this.#clock.setTimeout(() => {
+      controller.abort(DEADLINE);
+    }, ATTEMPT_DEADLINE_MS);
+    const cut = new Promise<Outcome>((resolve) => {
+      signal.addEventListener(
+        'abort',
+        () => {
+          resolve({ kind: 'failure', verdict: ATTEMPT_TIMEOUT });
+        },
+        { once: true },
+      );
+    });
     const store = this.#options.store;
+    const exchange = (): Promise<Outcome> => this.#exchange(signal);
     let outcome: Outcome;
     try {
-      outcome = await (store.exclusive ? store.exclusive(() => this.#exchange(signal)) : this.#exchange(signal));
+      outcome = await Promise.race([store.exclusive ? store.exclusive(exchange, signal) : exchange(), cut]);
     } catch (error) {
       // The lock could not be had (or a store call threw): no verdict on the credential.
       outcome = { kind: 'failure', verdict: classifyFailure(networkFailureFrom(error), this.#clock.now()) };
+    } finally {
+      this.#clock.clearTimeout(deadline);
     }
-    // Stopped, or superseded by new credentials, while awaiting: end quietly.
-    if (aborted(signal)) return;
+    if (aborted(signal) && signal.reason !== DEADLINE) return; // stopped or superseded: quietly
     this.#lastAttempt = { wall: this.#clock.now(), mono: this.#clock.monotonic() };
     const at = this.#clock.now();
     const durationMs = this.#clock.monotonic() - started;
@@ -414,54 +461,62 @@ export class TokenKeeper {
    * one: re-read → skip if another process already refreshed → refresh →
    * save. An `invalid_grant` is believed only after one more re-read: another
    * process without the lock may have rotated the refresh token (§3.2 point 2).
+   * A store that cannot be read stops the exchange before anything is sent:
+   * sending a refresh token that may be spent can make a server revoke the
+   * whole token family.
    */
   async #exchange(signal: AbortSignal): Promise<Outcome> {
-    let reread = await this.#adoptNewer();
+    let reread = await this.#adoptNewer(signal);
     for (;;) {
+      if (reread === 'unreadable') return { kind: 'failure', verdict: STORE_UNREADABLE };
       const held = this.#held;
-      if (aborted(signal) || held === undefined) return { kind: 'failure', verdict: ABORTED };
-      if (reread && this.#clock.now() < held.refreshAt) return { kind: 'adopted', tokens: held.set };
+      if (aborted(signal) || held === undefined) return { kind: 'failure', verdict: ATTEMPT_TIMEOUT };
+      if (reread === 'adopted' && this.#clock.now() < held.refreshAt) return { kind: 'adopted', tokens: held.set };
       const refreshToken = held.set.refreshToken;
       if (refreshToken === undefined) return { kind: 'no_refresh_token' };
       const sentAt = this.#clock.now();
       const result = await Promise.resolve()
         .then(() => this.#options.refresh(refreshToken, signal))
         .catch((error: unknown) => ({ ok: false as const, failure: networkFailureFrom(error) }));
-      if (aborted(signal)) return { kind: 'failure', verdict: ABORTED };
       if (result.ok) {
         const tokens = tokenSetFrom(result.tokens, sentAt, refreshToken);
-        // Persisted before it is used: a rotated refresh token that only lived
-        // in memory would be lost with the process, and the old one is spent.
-        await this.#persist(tokens);
+        if (tokens === undefined) return { kind: 'failure', verdict: BAD_EXPIRES_IN };
+        // Persisted before it is used, and even when stopping: the old refresh
+        // token is spent now. Only new credentials (setTokens) make it moot.
+        if (signal.reason !== SUPERSEDED) await this.#persist(tokens);
         return { kind: 'refreshed', tokens };
       }
+      if (aborted(signal)) return { kind: 'failure', verdict: ATTEMPT_TIMEOUT };
       const verdict = classifyFailure(result.failure, this.#clock.now());
-      if (verdict.oauthError !== 'invalid_grant' || reread) return { kind: 'failure', verdict };
-      reread = await this.#adoptNewer();
-      if (!reread) return { kind: 'failure', verdict };
+      if (verdict.oauthError !== 'invalid_grant' || reread !== 'none') return { kind: 'failure', verdict };
+      reread = await this.#adoptNewer(signal);
+      if (reread === 'none') return { kind: 'failure', verdict };
     }
   }
 
   /**
-   * Re-reads the store and takes a newer token set (another process rotated
-   * the refresh token) into use in place of the held one; the caller decides
+   * Re-reads the store and takes a newer token set (another process refreshed
+   * the credential) into use in place of the held one; the caller decides
    * whether it still needs refreshing. Never sends a spent refresh token again.
    */
-  async #adoptNewer(): Promise<boolean> {
-    const stored = await Promise.resolve()
-      .then(() => this.#options.store.load())
-      .catch(() => undefined);
+  async #adoptNewer(signal: AbortSignal): Promise<'adopted' | 'none' | 'unreadable'> {
+    let stored: TokenSet | undefined;
+    try {
+      stored = await this.#options.store.load();
+    } catch {
+      return 'unreadable';
+    }
     const held = this.#held;
-    if (stored === undefined || held === undefined || this.#state.kind !== 'refreshing') return false;
-    if (stored.refreshToken === undefined || stored.refreshToken === held.set.refreshToken) return false;
-    if (stored.issuedAt <= held.set.issuedAt) return false; // older than ours: not a rotation
+    if (aborted(signal) || stored === undefined || held === undefined) return 'none';
+    // Newer than ours and different: a refresh made elsewhere (rotating or not).
+    if (stored.issuedAt <= held.set.issuedAt || stored.accessToken === held.set.accessToken) return 'none';
     this.#held = this.#hold(stored);
     this.#emit({
       type: 'adopted',
       at: this.#clock.now(),
       detail: 'another process had already refreshed this credential',
     });
-    return true;
+    return 'adopted';
   }
 
   /** Saves one token set after any save still in progress, so that saves land in order. */
@@ -558,7 +613,10 @@ export class TokenKeeper {
 
   #hold(tokens: TokenSet): HeldToken {
     const times = tokenTimes(tokens.issuedAt, tokens.expiresAt, this.#random());
-    return { set: tokens, ...times, promise: Promise.resolve(tokens.accessToken) };
+    // Without a refresh token there is nothing to try early: the token is
+    // served to its last moment, and only then does the keeper give up.
+    const refreshAt = tokens.refreshToken === undefined ? times.sendExpiresAt : times.refreshAt;
+    return { set: tokens, refreshAt, sendExpiresAt: times.sendExpiresAt, promise: Promise.resolve(tokens.accessToken) };
   }
 
   /**
@@ -610,10 +668,14 @@ export class TokenKeeper {
     const held = this.#held;
     if (state.kind === 'fresh')
       return held && held.refreshAt !== Infinity ? this.#clock.monotonic() + this.#refreshDueIn() : undefined;
-    if (state.kind !== 'backoff') return undefined;
-    // While failing with a valid token, the status must turn the moment that token expires for sending.
-    const turns = held !== undefined && this.#clock.now() < held.sendExpiresAt;
-    return turns ? Math.min(state.nextAttemptAt, this.#toMono(held.sendExpiresAt)) : state.nextAttemptAt;
+    // While failing with a valid token, the status must turn the moment that
+    // token expires for sending — also while an attempt is still in flight.
+    const turnsAt =
+      'episode' in state && state.episode !== undefined && held !== undefined && this.#clock.now() < held.sendExpiresAt
+        ? this.#toMono(held.sendExpiresAt)
+        : Infinity;
+    if (state.kind === 'backoff') return Math.min(state.nextAttemptAt, turnsAt);
+    return state.kind === 'refreshing' && turnsAt !== Infinity ? turnsAt : undefined;
   }
 
   #onTimer(): void {
@@ -681,8 +743,14 @@ export class TokenKeeper {
   }
 }
 
-/** The token set a response makes: lifetime from when the request was sent; no new refresh token keeps the old (§3.1). */
-function tokenSetFrom(response: TokenResponse, sentAt: number, usedRefreshToken: string): TokenSet {
+/**
+ * The token set a response makes: lifetime from when the request was sent; no
+ * new refresh token keeps the old (§3.1). `undefined` for an unusable lifetime.
+ */
+function tokenSetFrom(response: TokenResponse, sentAt: number, usedRefreshToken: string): TokenSet | undefined {
+  const { expiresIn } = response;
+  // A NaN or negative lifetime would turn into a 1 ms timer loop.
+  if (expiresIn !== undefined && !(Number.isFinite(expiresIn) && expiresIn >= 0)) return undefined;
   return {
     accessToken: response.accessToken,
     refreshToken: response.refreshToken ?? usedRefreshToken,

@@ -46,9 +46,11 @@ export interface KeeperStore {
   /**
    * Runs `exchange` holding the credential's cross-process lock, if the store
    * has one: the keeper re-reads, refreshes and saves inside it, so that
-   * processes sharing a credential never refresh it twice.
+   * processes sharing a credential never refresh it twice. `load` and `save`
+   * are called inside, so the lock must not be taken again by them. A wait
+   * for the lock ends when `signal` aborts.
    */
-  exclusive?<T>(exchange: () => Promise<T>): Promise<T>;
+  exclusive?<T>(exchange: () => Promise<T>, signal: AbortSignal): Promise<T>;
 }
 
 /** A workload's status as far as the keeper decides it (DESIGN §7). */

@@ -109,26 +109,62 @@ export class TokenEndpoint {
   };
 }
 
-/** An in-memory store that records what was saved, in order; a save can be made to take time, like an fsync. */
+/**
+ * An in-memory store that records what was saved, in order. A save can be
+ * made to take time (like an fsync), loads can fail, and its cross-process
+ * lock (`exclusive`) is modelled by an in-process mutex that can be made to
+ * hang, as a lock whose holder never lets go would.
+ */
 export class MemoryStore {
   tokens: TokenSet | undefined;
   readonly saved: TokenSet[] = [];
   failSaves = false;
+  failLoads = false;
   saveDelayMs = 0;
+  /** Delays for the next saves, one each, before `saveDelayMs` applies again. */
+  readonly saveDelays: number[] = [];
+  loadDelayMs = 0;
+  lockHangs = false;
+  locksTaken = 0;
+  #lock: Promise<void> = Promise.resolve();
 
   constructor(private readonly clock: FakeClock) {}
 
-  load(): Promise<TokenSet | undefined> {
-    return Promise.resolve(this.tokens);
+  async load(): Promise<TokenSet | undefined> {
+    if (this.loadDelayMs > 0) await this.#wait(this.loadDelayMs);
+    if (this.failLoads) throw Object.assign(new Error('resource busy'), { code: 'EBUSY' });
+    return this.tokens;
   }
 
   async save(tokens: TokenSet): Promise<void> {
-    if (this.saveDelayMs > 0) {
-      await new Promise<void>((resolve) => this.clock.setTimeout(resolve, this.saveDelayMs));
-    }
+    const delay = this.saveDelays.shift() ?? this.saveDelayMs;
+    if (delay > 0) await this.#wait(delay);
     if (this.failSaves) throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
     this.tokens = tokens;
     this.saved.push(tokens);
+  }
+
+  exclusive<T>(exchange: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    if (this.lockHangs) {
+      return new Promise<T>((_resolve, reject) => {
+        signal.addEventListener('abort', () => {
+          reject(Object.assign(new Error('lock wait aborted'), { code: 'ABORT_ERR' }));
+        });
+      });
+    }
+    const run = this.#lock.then(() => {
+      this.locksTaken++;
+      return exchange();
+    });
+    this.#lock = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  #wait(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => this.clock.setTimeout(resolve, ms));
   }
 }
 

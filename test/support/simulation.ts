@@ -2,7 +2,14 @@ import { FakeClock } from '../../src/clock/fake.js';
 import { DEFAULT_KEEPER_CONFIG, type KeeperConfig } from '../../src/config/keeper-config.js';
 import type { RefreshFailure } from '../../src/keeper/failure.js';
 import { TokenKeeper, TokenUnavailableError } from '../../src/keeper/keeper.js';
-import type { KeeperStatus, KeeperStore, RefreshFunction, StatusSink, TokenSet } from '../../src/keeper/types.js';
+import type {
+  KeeperStatus,
+  KeeperStore,
+  RefreshFunction,
+  RefreshHealth,
+  StatusSink,
+  TokenSet,
+} from '../../src/keeper/types.js';
 import { seededRandom, TokenEndpoint } from './harness.js';
 
 /**
@@ -28,6 +35,8 @@ export interface Scenario {
   readonly patientClientAt?: number;
   /** Sample "is a valid token held?" every second (for the time-without-token metric). */
   readonly sampleValidity?: boolean;
+  /** Sample the real keeper's status and refresh health this often (for the status invariants). */
+  readonly sampleStatusEveryMs?: number;
   readonly latencyMs: number;
   readonly seed: number;
 }
@@ -94,6 +103,8 @@ export interface SimRecord {
     readonly outageEnds: readonly number[];
     readonly sleeps: readonly { at: number; until: number }[];
   };
+  /** The real keeper's status, refresh health and state, sampled (see `sampleStatusEveryMs`). */
+  readonly statusSamples: readonly { at: number; status: KeeperStatus; health: RefreshHealth; state: string }[];
   /** Times the keeper took a token into use that the store did not hold yet. */
   readonly heldBeforePersisted: number;
   /** Seconds sampled without a valid token (when sampling). */
@@ -119,9 +130,19 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
   const sentSeq: { seq: number; refreshToken: string }[] = [];
   const servedSeq: { seq: number; token: string }[] = [];
   let stored: TokenSet | undefined;
+  let lock: Promise<void> = Promise.resolve();
   const store: KeeperStore = {
     load: () => Promise.resolve(stored),
     // A save takes a millisecond, like an fsync: a keeper that used a token before its save completed would show.
+    // The cross-process lock, as an in-process mutex: the keeper's protocol runs under it.
+    exclusive: <T>(exchange: () => Promise<T>): Promise<T> => {
+      const run = lock.then(exchange);
+      lock = run.then(
+        () => undefined,
+        () => undefined,
+      );
+      return run;
+    },
     save: async (tokens) => {
       await new Promise<void>((resolve) => clock.setTimeout(resolve, 1));
       stored = tokens;
@@ -263,6 +284,18 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
       if (keeper.peekToken() === undefined) secondsWithoutToken++;
     });
   }
+  const statusSamples: SimRecord['statusSamples'][number][] = [];
+  if (scenario.sampleStatusEveryMs !== undefined && keeper instanceof TokenKeeper) {
+    periodic(scenario.sampleStatusEveryMs, () => {
+      const snapshot = keeper.snapshot();
+      statusSamples.push({
+        at: clock.now() - t0,
+        status: snapshot.status,
+        health: snapshot.refresh.state,
+        state: snapshot.state,
+      });
+    });
+  }
 
   for (const event of events) {
     const wait = event.at - (clock.now() - t0);
@@ -283,6 +316,7 @@ export async function simulate(scenario: Scenario, policy: Policy = tetherPolicy
     servedSeq,
     sentSeq,
     actual: { outageEnds, sleeps },
+    statusSamples,
     heldBeforePersisted,
     secondsWithoutToken,
     maxInFlight: endpoint.maxInFlight,
