@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_KEEPER_CONFIG, KEEPER_ENV, keeperConfigFromEnv } from '../src/config/keeper-config.js';
 import { formatDuration } from '../src/config/duration.js';
+import { STORE_ENV } from '../src/store/store.js';
 
 const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
 
@@ -15,14 +16,22 @@ function documentedVariables(): Map<string, string> {
 }
 
 describe('README configuration table', () => {
-  it('documents exactly the variables the code reads', () => {
-    expect([...documentedVariables().keys()].sort()).toEqual(KEEPER_ENV.map((v) => v.name).sort());
+  it('documents exactly the variables the code reads, each in a table row', () => {
+    const rows = [...readme.matchAll(/^\| `((?:TETHER|TOOLHIVE)_[A-Z_]+)` \|/gm)].map((m) => m[1]);
+    const read = [...KEEPER_ENV.map((v) => v.name), ...STORE_ENV.map((v) => v.name)];
+    expect(rows.sort()).toEqual(read.sort());
   });
 
-  it('names every TETHER_ variable mentioned anywhere in the README that the code reads', () => {
+  it('names no TETHER_ variable anywhere in the README that the code does not read', () => {
     const mentioned = new Set([...readme.matchAll(/\bTETHER_[A-Z][A-Z_]*[A-Z]\b/g)].map((m) => m[0]));
-    const read = new Set(KEEPER_ENV.map((v) => v.name));
+    const read = new Set([...KEEPER_ENV.map((v) => v.name), ...STORE_ENV.map((v) => v.name)]);
     expect([...mentioned].filter((name) => !read.has(name))).toEqual([]);
+  });
+
+  it.each(STORE_ENV.map((v) => [v.name, v] as const))('%s: documented with its default', (name, variable) => {
+    const row = readme.split('\n').find((line) => line.startsWith(`| \`${name}\` |`));
+    expect(row).toBeDefined();
+    expect(row).toContain(variable.default);
   });
 
   it.each(KEEPER_ENV.map((v) => [v.name, v] as const))(
