@@ -1,0 +1,163 @@
+/**
+ * A real MCP server for tests: the SDK's `McpServer` over Streamable HTTP
+ * (stateful sessions) at `/mcp` on 127.0.0.1:0, demanding a bearer token — a
+ * JWT from the test authorization server, verified against its keys with
+ * `jose`, whose audience must be this server's URL — and serving RFC 9728
+ * protected-resource metadata.
+ */
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from 'jose';
+import { closeServer, MCP_SCOPE } from './auth-server.js';
+
+export interface McpServerOptions {
+  /** The authorization server: the JWT `iss`, and what the metadata names. */
+  readonly issuer: string;
+  /** Its public signing keys (`TestAuthServer.jwks`). */
+  readonly jwks: JSONWebKeySet;
+  /**
+   * What a request without a valid token gets in `WWW-Authenticate`:
+   * `Bearer resource_metadata="…"` (default), a bare `Bearer`, or nothing.
+   */
+  readonly challenge?: 'resource_metadata' | 'bare' | 'none';
+  /** Where the metadata is served: the path-aware well-known URL (default), the root one, or nowhere. */
+  readonly metadataAt?: 'path' | 'root' | 'none';
+  /** The metadata's `resource`; default the MCP URL. */
+  readonly resource?: string;
+}
+
+/** One request to `/mcp`. */
+export interface RecordedMcpRequest {
+  readonly method: string;
+  /** The token's `sub`, when it was valid. */
+  readonly subject?: string;
+  readonly status: number;
+}
+
+export interface TestMcpServer {
+  /** `http://127.0.0.1:PORT/mcp`. */
+  readonly url: string;
+  /** Where the metadata is, per `metadataAt`. */
+  readonly resourceMetadataUrl: string;
+  readonly requests: readonly RecordedMcpRequest[];
+  close(): Promise<void>;
+}
+
+export async function startMcpServer(options: McpServerOptions): Promise<TestMcpServer> {
+  const server = http.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const url = `${origin}/mcp`;
+  const metadataAt = options.metadataAt ?? 'path';
+  const metadataPath =
+    metadataAt === 'root' ? '/.well-known/oauth-protected-resource' : '/.well-known/oauth-protected-resource/mcp';
+  const metadata = {
+    resource: options.resource ?? url,
+    authorization_servers: [options.issuer],
+    scopes_supported: [MCP_SCOPE],
+    bearer_methods_supported: ['header'],
+  };
+  const keys = createLocalJWKSet(options.jwks);
+  const sessions = new Map<string, StreamableHTTPServerTransport>();
+  const requests: RecordedMcpRequest[] = [];
+
+  const authenticate = async (req: http.IncomingMessage): Promise<string | undefined> => {
+    const match = /^Bearer (\S+)$/i.exec(req.headers.authorization ?? '');
+    if (match?.[1] === undefined) return undefined;
+    try {
+      const { payload } = await jwtVerify(match[1], keys, { issuer: options.issuer, audience: url });
+      (req as http.IncomingMessage & { auth?: unknown }).auth = {
+        token: match[1],
+        clientId: String(payload.client_id),
+        scopes: typeof payload.scope === 'string' ? payload.scope.split(' ') : [],
+        ...(payload.exp !== undefined && { expiresAt: payload.exp }),
+      };
+      return payload.sub ?? '';
+    } catch {
+      return undefined;
+    }
+  };
+
+  const serveMcp = async (req: http.IncomingMessage, res: http.ServerResponse, subject: string): Promise<void> => {
+    const sessionId = req.headers['mcp-session-id'];
+    if (typeof sessionId === 'string') {
+      const transport = sessions.get(sessionId);
+      if (transport === undefined) {
+        res.writeHead(404).end();
+        return;
+      }
+      await transport.handleRequest(req, res);
+      return;
+    }
+    const body: unknown = req.method === 'POST' ? JSON.parse(await readBody(req)) : undefined;
+    if (!isInitializeRequest(body)) {
+      res.writeHead(400).end();
+      return;
+    }
+    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (id) => {
+        sessions.set(id, transport);
+      },
+    });
+    transport.onclose = () => {
+      if (transport.sessionId !== undefined) sessions.delete(transport.sessionId);
+    };
+    const mcp = new McpServer({ name: 'tether-test-mcp', version: '1.0.0' });
+    mcp.registerTool('whoami', { description: 'The subject of the bearer token.' }, () => ({
+      content: [{ type: 'text', text: subject }],
+    }));
+    await mcp.connect(transport);
+    await transport.handleRequest(req, res, body);
+  };
+
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const path = new URL(req.url ?? '/', origin).pathname;
+    if (path === metadataPath && metadataAt !== 'none') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(metadata));
+      return;
+    }
+    if (path !== '/mcp') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+      return;
+    }
+    void authenticate(req).then(async (subject) => {
+      if (subject === undefined) {
+        const challenge = options.challenge ?? 'resource_metadata';
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        if (challenge === 'resource_metadata') {
+          headers['www-authenticate'] = `Bearer resource_metadata="${origin}${metadataPath}", scope="${MCP_SCOPE}"`;
+        } else if (challenge === 'bare') {
+          headers['www-authenticate'] = 'Bearer';
+        }
+        res.writeHead(401, headers).end(JSON.stringify({ error: 'invalid_token' }));
+        requests.push({ method: req.method ?? '', status: 401 });
+        return;
+      }
+      await serveMcp(req, res, subject).catch(() => {
+        if (!res.headersSent) res.writeHead(500).end();
+      });
+      requests.push({ method: req.method ?? '', subject, status: res.statusCode });
+    });
+  });
+
+  return {
+    url,
+    resourceMetadataUrl: `${origin}${metadataPath}`,
+    requests,
+    async close() {
+      await Promise.all([...sessions.values()].map((transport) => transport.close()));
+      await closeServer(server);
+    },
+  };
+}
+
+async function readBody(req: http.IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString();
+}
