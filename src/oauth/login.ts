@@ -5,19 +5,16 @@ import type { Clock } from '../clock/clock.js';
 import { quoteUntrusted, TetherError } from '../errors.js';
 import type { TokenSet } from '../keeper/types.js';
 import { openBrowser } from './browser.js';
+import type { OAuthTransportOptions } from './http.js';
+import { clientAuthentication, type ClientRegistration } from './registration.js';
 
-/** Options of oauth4webapi's requests that tether sets: its own HTTP transport, and plain http on loopback. */
-export type OAuthRequestOptions = Pick<
-  oauth.TokenEndpointRequestOptions,
-  // eslint-disable-next-line @typescript-eslint/no-deprecated -- flagged for development use; tether allows plain http on loopback only (DESIGN §4)
-  typeof oauth.customFetch | typeof oauth.allowInsecureRequests
->;
-
-/** The client that logs in: a registered (static or dynamic) client id, and a secret for confidential ones. */
-export interface LoginClient {
-  readonly clientId: string;
-  readonly clientSecret?: string;
-}
+/**
+ * The client that logs in: a registration's id and, for a confidential
+ * client, its secret and how to send it (default: none without a secret,
+ * `client_secret_basic` with one).
+ */
+export type LoginClient = Pick<ClientRegistration, 'clientId' | 'clientSecret'> &
+  Partial<Pick<ClientRegistration, 'tokenEndpointAuthMethod'>>;
 
 /** What the user is shown while a login waits for them. */
 export type LoginPrompt =
@@ -41,7 +38,8 @@ export interface LoginOptions {
   readonly clock: Clock;
   /** Tells the user what to do (print the URL, the code, "waiting for you…"). */
   readonly prompt: (prompt: LoginPrompt) => void;
-  readonly requestOptions?: OAuthRequestOptions;
+  /** tether's transport for the token endpoint (`oauthRequestOptions` in `http.ts`). */
+  readonly requestOptions?: OAuthTransportOptions;
   readonly signal?: AbortSignal;
 }
 
@@ -311,7 +309,11 @@ function checkCallback(
 // ---- helpers --------------------------------------------------------------------
 
 function clientAuth(client: LoginClient): oauth.ClientAuth {
-  return client.clientSecret === undefined ? oauth.None() : oauth.ClientSecretPost(client.clientSecret);
+  const method = client.tokenEndpointAuthMethod ?? (client.clientSecret === undefined ? 'none' : 'client_secret_basic');
+  return clientAuthentication({
+    tokenEndpointAuthMethod: method,
+    ...(client.clientSecret !== undefined && { clientSecret: client.clientSecret }),
+  });
 }
 
 function requireEndpoint(value: string | undefined, name: string): string {

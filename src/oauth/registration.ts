@@ -257,7 +257,9 @@ export function oauthClient(registration: ClientRegistration): oauth.Client {
  *
  * @see RFC 6749 §2.3.1
  */
-export function clientAuthentication(registration: ClientRegistration): oauth.ClientAuth {
+export function clientAuthentication(
+  registration: Pick<ClientRegistration, 'clientSecret' | 'tokenEndpointAuthMethod'>,
+): oauth.ClientAuth {
   const secret = registration.clientSecret ?? '';
   switch (registration.tokenEndpointAuthMethod) {
     case 'none':
