@@ -1,4 +1,8 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CredentialStore } from '../src/store/store.js';
 import { systemClock } from '../src/clock/system.js';
 import { classifyFailure } from '../src/keeper/classify.js';
 import type { RefreshResult } from '../src/keeper/types.js';
@@ -181,6 +185,26 @@ describe('discovery → registration → login → refresh against oidc-provider
     const refresh = createRefreshFunction({ http, authorizationServer: as, client, resource: discovery.resource });
     const refreshed = tokensOf(await refresh(tokens.refreshToken ?? '', signal()));
     expect(await whoami(mcp.url, refreshed.accessToken)).toBe(200);
+  });
+
+  it('caches the registration in the credential store, encrypted, for the next process', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'tether-reg-'));
+    try {
+      const discovery = await discover(mcp.url, { http });
+      const options = { http, clock: systemClock, redirectUris: [REDIRECT_URI] };
+      const first = await ensureClient(discovery.authorizationServer, {
+        ...options,
+        store: (await CredentialStore.open({ dir, env: { TETHER_STORE_KEY: 'file' } })).registrations(),
+      });
+      // Another process opens the same store: the registration is reused, not made again.
+      const second = await ensureClient(discovery.authorizationServer, {
+        ...options,
+        store: (await CredentialStore.open({ dir, env: { TETHER_STORE_KEY: 'file' } })).registrations(),
+      });
+      expect(second).toEqual(first);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('reuses the cached registration, and registers anew on demand or when the redirect URI is new', async () => {

@@ -10,7 +10,8 @@ import { TokenKeeper } from '../src/keeper/keeper.js';
 import type { TokenSet } from '../src/keeper/types.js';
 import { defaultKeySource, osKeychain, type Keychain } from '../src/store/key.js';
 import { WORKLOAD_NAME_PATTERN, issuerKey, stateDir } from '../src/store/paths.js';
-import { CredentialStore, StoreCorruptError, type ClientRegistration } from '../src/store/store.js';
+import type { DynamicClient } from '../src/oauth/registration.js';
+import { CredentialStore, StoreCorruptError } from '../src/store/store.js';
 import { drive, fixedKey, listFiles, tempHome } from './support/store-helpers.js';
 
 const TOKENS: TokenSet = {
@@ -22,21 +23,18 @@ const TOKENS: TokenSet = {
   tokenType: 'Bearer',
 };
 
-const REGISTRATION: ClientRegistration = {
+const REGISTRATION: DynamicClient = {
+  kind: 'dynamic',
   issuer: 'https://auth.example.com',
   clientId: 'client-1234',
   clientSecret: 'cs-SECRET-993d1e',
-  registrationAccessToken: 'rat-SECRET-5c20aa',
-  registrationClientUri: 'https://auth.example.com/register/client-1234',
+  tokenEndpointAuthMethod: 'client_secret_basic',
   redirectUris: ['http://127.0.0.1/callback'],
+  grantTypes: ['authorization_code', 'refresh_token'],
+  registeredAt: 1_767_225_600_000,
 };
 
-const SECRETS = [
-  TOKENS.accessToken,
-  TOKENS.refreshToken,
-  REGISTRATION.clientSecret,
-  REGISTRATION.registrationAccessToken,
-];
+const SECRETS = [TOKENS.accessToken, TOKENS.refreshToken, REGISTRATION.clientSecret];
 
 async function open(dir: string, keyByte = 1, clock = systemClock): Promise<CredentialStore> {
   return CredentialStore.open({ dir, keySource: fixedKey(keyByte), clock });
@@ -216,7 +214,15 @@ describe('round trips', () => {
 
   it('caches registrations by issuer, for every workload, and forgets one on request', async () => {
     const store = await open(await tempHome());
-    const other: ClientRegistration = { issuer: 'https://auth.example.com/tenant', clientId: 'c2', redirectUris: [] };
+    const other: DynamicClient = {
+      kind: 'dynamic',
+      issuer: 'https://auth.example.com/tenant',
+      clientId: 'c2',
+      tokenEndpointAuthMethod: 'none',
+      redirectUris: [],
+      grantTypes: ['authorization_code'],
+      registeredAt: 0,
+    };
     await store.saveRegistration(REGISTRATION);
     await store.saveRegistration(other);
     expect(await store.loadRegistration(REGISTRATION.issuer)).toEqual(REGISTRATION);

@@ -1,3 +1,4 @@
+import type { DynamicClient, RegistrationStore } from '../oauth/registration.js';
 import { mkdir, rm, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,23 +11,6 @@ import { hasCode, readIfExists, setAside, writeFileAtomic } from './files.js';
 import { defaultKeySource, osKeychain, type KeySource, type Keychain } from './key.js';
 import { DEFAULT_LOCK_OPTIONS, withFileLock, type LockOptions } from './lock.js';
 import { StoreLayout, preparePrivateDir, stateDir } from './paths.js';
-
-/**
- * A client registration with one authorization server, cached by issuer and
- * shared by every workload that uses that server (DESIGN §4, §5).
- * `clientSecret` and `registrationAccessToken` are secrets; the whole
- * registration is stored encrypted.
- */
-export interface ClientRegistration {
-  /** The authorization server's `issuer`, compared as an exact string (RFC 8414 §3.3). */
-  readonly issuer: string;
-  readonly clientId: string;
-  readonly clientSecret?: string;
-  /** RFC 7592 management of the registration: the token and the URI it is used at. */
-  readonly registrationAccessToken?: string;
-  readonly registrationClientUri?: string;
-  readonly redirectUris: readonly string[];
-}
 
 /**
  * Why a stored file could not be read: `invalid` (not an encrypted store
@@ -242,7 +226,7 @@ export class CredentialStore {
   }
 
   /** The cached registration with `issuer`, or `undefined`; `ERR_STORE_CORRUPT` if unreadable. */
-  async loadRegistration(issuer: string): Promise<ClientRegistration | undefined> {
+  async loadRegistration(issuer: string): Promise<DynamicClient | undefined> {
     const file = this.#layout.registration(issuer);
     const subject = {
       what: `the cached client registration for ${quoteUntrusted(issuer, 200)}`,
@@ -257,10 +241,18 @@ export class CredentialStore {
   }
 
   /** Stores a registration, encrypted, under its issuer, replacing any older one. */
-  async saveRegistration(registration: ClientRegistration): Promise<void> {
+  async saveRegistration(registration: DynamicClient): Promise<void> {
     const file = this.#layout.registration(registration.issuer);
     const text = seal(await this.#keys.getKey(), JSON.stringify(registration));
     await this.withRegistrationLock(registration.issuer, () => writeFileAtomic(file, text));
+  }
+
+  /** The registration cache as the oauth component uses it (`ensureClient`). */
+  registrations(): RegistrationStore {
+    return {
+      get: (issuer) => this.loadRegistration(issuer),
+      put: (_issuer, registration) => this.saveRegistration(registration),
+    };
   }
 
   /** Forgets the registration with `issuer`, so that the next login registers again. */
@@ -354,19 +346,34 @@ function parseTokenSet(value: unknown): TokenSet | undefined {
   };
 }
 
-function parseRegistration(value: unknown): ClientRegistration | undefined {
+function parseRegistration(value: unknown): DynamicClient | undefined {
   if (!isRecord(value)) return undefined;
-  const { issuer, clientId, clientSecret, registrationAccessToken, registrationClientUri, redirectUris } = value;
-  if (typeof issuer !== 'string' || typeof clientId !== 'string' || clientId === '') return undefined;
-  if (!optionalString(clientSecret) || !optionalString(registrationAccessToken)) return undefined;
-  if (!optionalString(registrationClientUri)) return undefined;
-  if (!Array.isArray(redirectUris) || !redirectUris.every((uri) => typeof uri === 'string')) return undefined;
+  const { kind, issuer, clientId, clientSecret, tokenEndpointAuthMethod, redirectUris, grantTypes } = value;
+  const { registeredAt, clientSecretExpiresAt } = value;
+  if (kind !== 'dynamic' || typeof issuer !== 'string' || typeof clientId !== 'string' || clientId === '')
+    return undefined;
+  if (!optionalString(clientSecret) || typeof registeredAt !== 'number') return undefined;
+  if (clientSecretExpiresAt !== undefined && typeof clientSecretExpiresAt !== 'number') return undefined;
+  if (
+    tokenEndpointAuthMethod !== 'none' &&
+    tokenEndpointAuthMethod !== 'client_secret_basic' &&
+    tokenEndpointAuthMethod !== 'client_secret_post'
+  )
+    return undefined;
+  if (!isStringArray(redirectUris) || !isStringArray(grantTypes)) return undefined;
   return {
+    kind,
     issuer,
     clientId,
+    tokenEndpointAuthMethod,
     redirectUris,
+    grantTypes,
+    registeredAt,
     ...(clientSecret === undefined ? {} : { clientSecret }),
-    ...(registrationAccessToken === undefined ? {} : { registrationAccessToken }),
-    ...(registrationClientUri === undefined ? {} : { registrationClientUri }),
+    ...(clientSecretExpiresAt === undefined ? {} : { clientSecretExpiresAt }),
   };
+}
+
+function isStringArray(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((item) => typeof item === 'string');
 }
