@@ -27,3 +27,36 @@ export type {
   Trigger,
 } from './keeper/types.js';
 export { watchNetwork, watchWake, networkFingerprint } from './keeper/detectors.js';
+
+// Credentials at rest (DESIGN §5).
+export { CredentialStore, StoreCorruptError, STORE_ENV, type StoreOptions } from './store/store.js';
+export type { KeySource, Keychain } from './store/key.js';
+export { stateDir, assertWorkloadName, WORKLOAD_NAME_PATTERN } from './store/paths.js';
+
+// OAuth (DESIGN §4).
+export { HttpClient, type HttpClientOptions, type OAuthTransportOptions, oauthRequestOptions } from './oauth/http.js';
+export {
+  discover,
+  discoverAuthorizationServer,
+  discoveredScopes,
+  DiscoveryError,
+  type Discovery,
+} from './oauth/discovery.js';
+export {
+  ensureClient,
+  staticClient,
+  type ClientRegistration,
+  type DynamicClient,
+  type StaticClient,
+  type RegistrationStore,
+} from './oauth/registration.js';
+export { createRefreshFunction, type RefreshOptions } from './oauth/refresh.js';
+export {
+  loginWithBrowser,
+  loginWithDeviceCode,
+  LOGIN_TIMEOUT_MS,
+  type BrowserLoginOptions,
+  type LoginOptions,
+  type LoginPrompt,
+} from './oauth/login.js';
+export { parseWwwAuthenticate, type AuthChallenge } from './oauth/www-authenticate.js';
