@@ -51,6 +51,7 @@ export {
   type RegistrationStore,
 } from './oauth/registration.js';
 export { createRefreshFunction, type RefreshOptions } from './oauth/refresh.js';
+export { readClientSecret, CLIENT_SECRET_ENV } from './oauth/client-secret.js';
 export {
   loginWithBrowser,
   loginWithDeviceCode,

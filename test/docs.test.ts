@@ -2,7 +2,10 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_KEEPER_CONFIG, KEEPER_ENV, keeperConfigFromEnv } from '../src/config/keeper-config.js';
 import { formatDuration } from '../src/config/duration.js';
+import { CLIENT_SECRET_ENV } from '../src/oauth/client-secret.js';
 import { STORE_ENV } from '../src/store/store.js';
+
+const OTHER_ENV = [...STORE_ENV, CLIENT_SECRET_ENV];
 
 const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
 
@@ -18,17 +21,17 @@ function documentedVariables(): Map<string, string> {
 describe('README configuration table', () => {
   it('documents exactly the variables the code reads, each in a table row', () => {
     const rows = [...readme.matchAll(/^\| `((?:TETHER|TOOLHIVE)_[A-Z_]+)` \|/gm)].map((m) => m[1]);
-    const read = [...KEEPER_ENV.map((v) => v.name), ...STORE_ENV.map((v) => v.name)];
+    const read = [...KEEPER_ENV.map((v) => v.name), ...OTHER_ENV.map((v) => v.name)];
     expect(rows.sort()).toEqual(read.sort());
   });
 
   it('names no TETHER_ variable anywhere in the README that the code does not read', () => {
     const mentioned = new Set([...readme.matchAll(/\bTETHER_[A-Z][A-Z_]*[A-Z]\b/g)].map((m) => m[0]));
-    const read = new Set([...KEEPER_ENV.map((v) => v.name), ...STORE_ENV.map((v) => v.name)]);
+    const read = new Set([...KEEPER_ENV.map((v) => v.name), ...OTHER_ENV.map((v) => v.name)]);
     expect([...mentioned].filter((name) => !read.has(name))).toEqual([]);
   });
 
-  it.each(STORE_ENV.map((v) => [v.name, v] as const))('%s: documented with its default', (name, variable) => {
+  it.each(OTHER_ENV.map((v) => [v.name, v] as const))('%s: documented with its default', (name, variable) => {
     const row = readme.split('\n').find((line) => line.startsWith(`| \`${name}\` |`));
     expect(row).toBeDefined();
     expect(row).toContain(variable.default);
