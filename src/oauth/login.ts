@@ -117,23 +117,23 @@ export async function loginWithBrowser(options: BrowserLoginOptions): Promise<To
     });
     const parameters = checkCallback(as, client, callback, state);
     const sentAt = clock.now();
-    const response = await oauth.authorizationCodeGrantRequest(
-      as,
-      client,
-      clientAuth(options.client),
-      parameters,
-      redirectUri,
-      verifier,
-      {
-        ...options.requestOptions,
-        additionalParameters: { resource: options.resource },
-        ...signalOption(options.signal),
-      },
-    );
-    return tokenSetFrom(
-      await processTokenResponse(() => oauth.processAuthorizationCodeResponse(as, client, response)),
-      sentAt,
-    );
+    const tokens = await exchange(options.signal, async () => {
+      const response = await oauth.authorizationCodeGrantRequest(
+        as,
+        client,
+        clientAuth(options.client),
+        parameters,
+        redirectUri,
+        verifier,
+        {
+          ...options.requestOptions,
+          additionalParameters: { resource: options.resource },
+          ...signalOption(options.signal),
+        },
+      );
+      return oauth.processAuthorizationCodeResponse(as, client, response);
+    });
+    return tokenSetFrom(tokens, sentAt);
   } finally {
     listener.close();
   }
@@ -163,7 +163,7 @@ export async function loginWithDeviceCode(options: LoginOptions): Promise<TokenS
   const auth = clientAuth(options.client);
   const scope = requestedScopes(as, options.scopes);
   const parameters: Record<string, string> = { resource: options.resource, ...(scope !== '' && { scope }) };
-  const authorization = await processTokenResponse(async () =>
+  const authorization = await exchange(options.signal, async () =>
     oauth.processDeviceAuthorizationResponse(
       as,
       client,
@@ -194,12 +194,12 @@ export async function loginWithDeviceCode(options: LoginOptions): Promise<TokenS
       );
     }
     const sentAt = clock.now();
-    const response = await oauth.deviceCodeGrantRequest(as, client, auth, authorization.device_code, {
-      ...options.requestOptions,
-      additionalParameters: { resource: options.resource },
-      ...signalOption(options.signal),
-    });
     try {
+      const response = await oauth.deviceCodeGrantRequest(as, client, auth, authorization.device_code, {
+        ...options.requestOptions,
+        additionalParameters: { resource: options.resource },
+        ...signalOption(options.signal),
+      });
       return tokenSetFrom(await oauth.processDeviceCodeResponse(as, client, response), sentAt);
     } catch (error) {
       if (error instanceof oauth.ResponseBodyError && error.error === 'authorization_pending') continue;
@@ -213,7 +213,7 @@ export async function loginWithDeviceCode(options: LoginOptions): Promise<TokenS
           'the device code expired before it was approved; run the command again',
         );
       }
-      throw exchangeError(error);
+      throw exchangeError(error, options.signal);
     }
   }
 }
@@ -325,16 +325,20 @@ function signalOption(signal: AbortSignal | undefined): { signal?: AbortSignal }
   return signal === undefined ? {} : { signal };
 }
 
-/** Runs a processing step and turns its failures into `ERR_LOGIN_EXCHANGE` / `ERR_LOGIN_DENIED`. */
-async function processTokenResponse<T>(process: () => Promise<T>): Promise<T> {
+/**
+ * Runs a request and its processing, and turns failures into
+ * `ERR_LOGIN_ABORTED` (cancelled), `ERR_LOGIN_DENIED` or `ERR_LOGIN_EXCHANGE`.
+ */
+async function exchange<T>(signal: AbortSignal | undefined, run: () => Promise<T>): Promise<T> {
   try {
-    return await process();
+    return await run();
   } catch (error) {
-    throw exchangeError(error);
+    throw exchangeError(error, signal);
   }
 }
 
-function exchangeError(error: unknown): TetherError {
+function exchangeError(error: unknown, signal: AbortSignal | undefined): TetherError {
+  if (signal?.aborted === true) return aborted();
   if (error instanceof TetherError) return error;
   if (error instanceof oauth.ResponseBodyError && error.error === 'access_denied') {
     return new TetherError('ERR_LOGIN_DENIED', 'the login was refused (access_denied); run the command again');
@@ -345,6 +349,10 @@ function exchangeError(error: unknown): TetherError {
     `the authorization server did not issue tokens${code}; run the command again`,
     { cause: error },
   );
+}
+
+function aborted(): TetherError {
+  return new TetherError('ERR_LOGIN_ABORTED', 'the login was cancelled');
 }
 
 /** The keeper's token set from a token response; the lifetime counts from when the request was sent. */
@@ -367,13 +375,14 @@ function withTimeout<T>(
   signal: AbortSignal | undefined,
   timeoutError: () => Error,
 ): Promise<T> {
+  if (signal?.aborted === true) return Promise.reject(aborted()); // an aborted signal never fires again
   return new Promise<T>((resolve, reject) => {
     const timer = clock.setTimeout(() => {
       reject(timeoutError());
     }, ms);
     const onAbort = (): void => {
       clock.clearTimeout(timer);
-      reject(new TetherError('ERR_LOGIN_ABORTED', 'the login was cancelled'));
+      reject(aborted());
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     promise.then(
@@ -392,10 +401,11 @@ function withTimeout<T>(
 }
 
 function sleep(clock: Clock, ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal?.aborted === true) return Promise.reject(aborted());
   return new Promise<void>((resolve, reject) => {
     const onAbort = (): void => {
       clock.clearTimeout(timer);
-      reject(new TetherError('ERR_LOGIN_ABORTED', 'the login was cancelled'));
+      reject(aborted());
     };
     const timer = clock.setTimeout(() => {
       signal?.removeEventListener('abort', onAbort);

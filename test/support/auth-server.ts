@@ -5,7 +5,9 @@
  * the resource, refresh-token rotation, refresh tokens for public clients,
  * native clients whose loopback redirect URIs match on any port), with
  * headless interactions, plus {@link loginHeadlessly}: a whole
- * authorization-code + PKCE login without a browser.
+ * authorization-code + PKCE login without a browser. Optionally with the
+ * device authorization grant (RFC 8628) and a headless user who enters the
+ * user code ({@link TestAuthServer.enterUserCode}).
  */
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
@@ -29,6 +31,40 @@ export interface AuthServerOptions {
   readonly clients?: ClientMetadata[];
   /** Open dynamic registration. Default true. */
   readonly registration?: boolean;
+  /** Enables the device authorization grant (oidc-provider's `features.deviceFlow`). Default off. */
+  readonly deviceFlow?: DeviceFlowOptions;
+}
+
+/** The device authorization grant (RFC 8628) on the test server. */
+export interface DeviceFlowOptions {
+  /** Lifetime of a device code (its `expires_in`), in seconds. Default 600. */
+  readonly ttlSeconds?: number;
+  /**
+   * The polling `interval` the device authorization response states, in
+   * seconds. oidc-provider 8 states none (clients then wait 5 s, RFC 8628
+   * §3.2); this adds it to the response.
+   */
+  readonly intervalSeconds?: number;
+}
+
+/** What the headless user answers at the consent prompt. */
+export type ConsentAnswer = 'grant' | 'deny';
+
+/** One request to the token endpoint, as answered. */
+export interface RecordedTokenRequest {
+  readonly grantType: string | undefined;
+  readonly status: number;
+  /** The OAuth `error` of the answer, if any. */
+  readonly error?: string;
+  /** True when the test server answered `slow_down` in place of oidc-provider's `authorization_pending`. */
+  readonly slowedDown?: boolean;
+}
+
+/** The last page the headless user saw. */
+export interface HeadlessPage {
+  readonly status: number;
+  readonly url: string;
+  readonly body: string;
 }
 
 export interface TestAuthServer {
@@ -43,6 +79,29 @@ export interface TestAuthServer {
    * `invalid_grant`, as after a user revoked the app.
    */
   revokeGrant(refreshToken: string): Promise<void>;
+  /**
+   * What the headless user answers at the consent prompt, for every login
+   * (browser or device) from now on: grant what was asked (default), or deny,
+   * which finishes the interaction with `access_denied`.
+   */
+  consent: ConsentAnswer;
+  /** Every request to the token endpoint, in order. */
+  readonly tokenRequests: readonly RecordedTokenRequest[];
+  /**
+   * Device flow: the headless user opens the verification URI, types
+   * `userCode`, and on the confirmation page continues (then signs in and
+   * answers the consent as {@link consent} says) or aborts (`access_denied`).
+   * Resolves with the last page shown.
+   */
+  enterUserCode(userCode: string, answer?: 'continue' | 'abort'): Promise<HeadlessPage>;
+  /**
+   * Device flow: the next `count` polls that oidc-provider answers
+   * `authorization_pending` are answered `slow_down` instead, as a server does
+   * when polled too fast (RFC 8628 §3.5). oidc-provider 8 never sends
+   * `slow_down` itself. A pending poll changes nothing on the server, so the
+   * substitution hides no state change from the client.
+   */
+  slowDownNextPolls(count: number): void;
   close(): Promise<void>;
 }
 
@@ -68,6 +127,10 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
   const issuer = options.issuer ?? url;
   const ttl = options.accessTokenTtlSeconds ?? 300;
   const key = testSigningKey();
+  const device = options.deviceFlow;
+  let consent: ConsentAnswer = 'grant';
+  let slowDowns = 0;
+  const tokenRequests: RecordedTokenRequest[] = [];
 
   const provider = new Provider(issuer, {
     adapter: memoryAdapter(),
@@ -84,6 +147,21 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
       devInteractions: { enabled: false },
       registration: { enabled: options.registration ?? true, initialAccessToken: false },
       revocation: { enabled: true },
+      ...(device !== undefined && {
+        deviceFlow: {
+          enabled: true,
+          // Plain pages instead of the defaults, which warn that they should be changed.
+          userCodeInputSource: (ctx, form, _out, err) => {
+            ctx.body = page('Sign-in', `${err === undefined ? '' : `<p class="error">${err.name}</p>`}${form}`);
+          },
+          userCodeConfirmSource: (ctx, form, _client, _deviceInfo, userCode) => {
+            ctx.body = page('Confirm device', `<p>Code <code>${userCode}</code></p>${form}`);
+          },
+          successSource: (ctx) => {
+            ctx.body = page('Sign-in success', '<p>Signed in; you can close this page.</p>');
+          },
+        },
+      }),
       resourceIndicators: {
         enabled: true,
         useGrantedResource: () => true,
@@ -105,7 +183,7 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
       AccessToken: ttl,
       AuthorizationCode: 60,
       ClientCredentials: ttl,
-      DeviceCode: 600,
+      DeviceCode: device?.ttlSeconds ?? 600,
       BackchannelAuthenticationRequest: 600,
       IdToken: 3600,
       RefreshToken: 14 * 24 * 3600,
@@ -122,11 +200,33 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
   });
   // Behind a TLS-terminating proxy, X-Forwarded-Proto tells it the scheme.
   provider.proxy = true;
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.method !== 'POST') return;
+    if (ctx.path === '/device/auth' && ctx.status === 200 && device?.intervalSeconds !== undefined) {
+      ctx.body = { ...(ctx.body as object), interval: device.intervalSeconds };
+    }
+    if (ctx.path !== '/token') return;
+    const body = ctx.body as { error?: unknown } | undefined;
+    const error = typeof body?.error === 'string' ? body.error : undefined;
+    const grantType = (ctx.oidc as { params?: { grant_type?: unknown } } | undefined)?.params?.grant_type;
+    const slowedDown = error === 'authorization_pending' && slowDowns > 0;
+    if (slowedDown) {
+      slowDowns--;
+      ctx.body = { error: 'slow_down', error_description: 'you are polling too quickly' };
+    }
+    tokenRequests.push({
+      grantType: typeof grantType === 'string' ? grantType : undefined,
+      status: ctx.status,
+      ...(error !== undefined && { error: slowedDown ? 'slow_down' : error }),
+      ...(slowedDown && { slowedDown }),
+    });
+  });
 
   const callback = provider.callback();
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     if (req.url?.startsWith('/interaction/') === true) {
-      finishInteraction(provider, req, res).catch((error: unknown) => {
+      finishInteraction(provider, req, res, consent).catch((error: unknown) => {
         res.statusCode = 500;
         res.end(String(error));
       });
@@ -146,8 +246,26 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
       const grant = await provider.Grant.find(token.grantId);
       await grant?.destroy();
     },
+    get consent() {
+      return consent;
+    },
+    set consent(answer: ConsentAnswer) {
+      consent = answer;
+    },
+    tokenRequests,
+    enterUserCode: (userCode, answer = 'continue') => {
+      if (device === undefined) throw new Error('the device flow is not enabled on this server');
+      return enterUserCode(url, userCode, answer);
+    },
+    slowDownNextPolls(count) {
+      slowDowns = count;
+    },
     close: () => closeServer(server),
   };
+}
+
+function page(title: string, content: string): string {
+  return `<!doctype html><meta charset="utf-8"><title>${title}</title><h1>${title}</h1>${content}`;
 }
 
 /**
@@ -191,12 +309,29 @@ function memoryAdapter(): AdapterFactory {
   };
 }
 
-/** Completes a login prompt with {@link TEST_ACCOUNT} and a consent prompt by granting what was asked. */
-async function finishInteraction(provider: Provider, req: http.IncomingMessage, res: http.ServerResponse) {
+/**
+ * Completes a login prompt with {@link TEST_ACCOUNT} and a consent prompt by
+ * granting what was asked, or, when `consent` is `deny`, by refusing it.
+ */
+async function finishInteraction(
+  provider: Provider,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  consent: ConsentAnswer = 'grant',
+) {
   const interaction = await provider.interactionDetails(req, res);
   const { prompt, params } = interaction;
   if (prompt.name === 'login') {
     await provider.interactionFinished(req, res, { login: { accountId: TEST_ACCOUNT } });
+    return;
+  }
+  if (consent === 'deny') {
+    await provider.interactionFinished(
+      req,
+      res,
+      { error: 'access_denied', error_description: 'the user denied the request' },
+      { mergeWithLastSubmission: false },
+    );
     return;
   }
   const details = prompt.details as {
@@ -287,22 +422,97 @@ export async function loginHeadlessly(options: HeadlessLoginOptions): Promise<Lo
   };
 }
 
+/** Hooks of {@link headlessBrowser}. */
+export interface HeadlessBrowserOptions {
+  /** Changes the callback URL before it is requested (e.g. a mix-up attacker's `iss`). */
+  readonly rewriteCallback?: (callback: URL) => URL;
+  /** Sees the callback URL requested and the page the loopback listener answered with. */
+  readonly onCallback?: (callback: URL, page: { readonly status: number; readonly body: string }) => void;
+}
+
 /**
  * A stand-in for the user's browser, for `loginWithBrowser`'s `launch`: it
  * follows the authorization URL through the headless interactions (with
  * cookies) and then requests the loopback callback, delivering the code to
  * the login's listener.
  */
-export function headlessBrowser(httpClient: HttpClient): (url: string) => Promise<boolean> {
+export function headlessBrowser(
+  httpClient: HttpClient,
+  hooks: HeadlessBrowserOptions = {},
+): (url: string) => Promise<boolean> {
   return async (url) => {
-    const callback = await followRedirects(
+    const reached = await followRedirects(
       httpClient,
       new URL(url),
       (next) => next.pathname === '/callback' && next.searchParams.has('state'),
     );
-    await (await httpClient.fetch(callback.href, { method: 'GET' })).text();
+    const callback = hooks.rewriteCallback?.(new URL(reached)) ?? reached;
+    const response = await httpClient.fetch(callback.href, { method: 'GET' });
+    const body = await response.text();
+    hooks.onCallback?.(callback, { status: response.status, body });
     return true;
   };
+}
+
+/** A user at the device verification page: types the code, then continues or aborts. */
+async function enterUserCode(origin: string, userCode: string, answer: 'continue' | 'abort'): Promise<HeadlessPage> {
+  const jar = new Map<string, string>();
+  const input = await browse(jar, new URL('/device', origin));
+  const confirm = await browse(jar, new URL('/device', origin), {
+    xsrf: hiddenInput(input.body, 'xsrf'),
+    user_code: userCode,
+  });
+  return browse(jar, new URL('/device', origin), {
+    xsrf: hiddenInput(confirm.body, 'xsrf'),
+    user_code: hiddenInput(confirm.body, 'user_code'),
+    ...(answer === 'continue' ? { confirm: 'yes' } : { abort: 'yes' }),
+  });
+}
+
+function hiddenInput(html: string, name: string): string {
+  const value = new RegExp(`<input type="hidden" name="${name}" value="([^"]*)"`).exec(html)?.[1];
+  if (value === undefined) throw new Error(`no ${name} on the page: ${html}`);
+  return value;
+}
+
+/** GETs `url` (or POSTs `form` to it) and follows redirects with a cookie jar to the page at the end. */
+async function browse(jar: Map<string, string>, start: URL, form?: Record<string, string>): Promise<HeadlessPage> {
+  let url = start;
+  let body = form === undefined ? undefined : new URLSearchParams(form).toString();
+  for (let hop = 0; hop < 20; hop++) {
+    const cookie = [...jar].map(([name, value]) => `${name}=${value}`).join('; ');
+    const response = await fetch(url, {
+      method: body === undefined ? 'GET' : 'POST',
+      redirect: 'manual',
+      headers: {
+        accept: 'text/html',
+        ...(cookie !== '' && { cookie }),
+        ...(body !== undefined && { 'content-type': 'application/x-www-form-urlencoded' }),
+      },
+      ...(body !== undefined && { body }),
+    });
+    keepCookies(jar, response);
+    const location = response.headers.get('location');
+    if (response.status < 300 || response.status > 399 || location === null) {
+      return { status: response.status, url: url.href, body: await response.text() };
+    }
+    await response.body?.cancel();
+    url = new URL(location, url);
+    body = undefined;
+  }
+  throw new Error('the device verification redirected too many times');
+}
+
+function keepCookies(jar: Map<string, string>, response: Response): void {
+  for (const line of response.headers.getSetCookie()) {
+    const [pair = '', ...attributes] = line.split(';');
+    const at = pair.indexOf('=');
+    const name = pair.slice(0, at).trim();
+    const value = pair.slice(at + 1).trim();
+    const expired = attributes.some((a) => /^\s*max-age\s*=\s*0\s*$/i.test(a)) || value === '';
+    if (expired) jar.delete(name);
+    else jar.set(name, value);
+  }
 }
 
 /** GETs `start` and follows redirects, with a cookie jar, until one points at a URL `isTarget` accepts. */
