@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ATTEMPT_DEADLINE_MS, TokenKeeper, TokenUnavailableError } from '../src/keeper/keeper.js';
+import { FakeClock } from '../src/clock/fake.js';
 import type { TokenSet } from '../src/keeper/types.js';
 import {
   type Harness,
@@ -416,6 +417,27 @@ describe('TokenKeeper — the store', () => {
     await starting;
     expect(keeper.state).toBe('stopped');
     expect(h.endpoint.requests.filter((r) => r.at > h.clock.now() - MINUTE)).toHaveLength(0);
+  });
+
+  it("adopts another process's refresh even when that process's clock is behind (no clocks compared)", async () => {
+    const h = await startHarness();
+    const behind = new FakeClock(h.clock.now() - 10 * MINUTE); // another machine, or a clock stepped back
+    const b = new TokenKeeper({
+      clock: behind,
+      config: h.config,
+      refresh: (token, signal) => h.endpoint.refresh(token, signal),
+      store: h.store,
+      status: () => undefined,
+    });
+    await b.start(h.store.tokens);
+    await h.keeper.trigger('manual'); // A refreshes
+    await b.trigger('manual'); // B adopts A's set without a request…
+    await b.trigger('manual'); // …then refreshes it, stamping its own (earlier) time
+    await h.keeper.trigger('manual'); // A must adopt B's set, not replay its spent refresh token
+    await h.keeper.trigger('manual');
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'ok', 'ok']);
+    expect(h.keeper.status).toBe('running');
+    void b.stop();
   });
 
   it("adopts another process's refresh on a server that does not rotate refresh tokens", async () => {

@@ -152,6 +152,15 @@ export class TokenKeeper {
   #hintGiven = false;
   /** The last save in progress: saves are chained so they land in order. */
   #saving: Promise<void> = Promise.resolve();
+  /**
+   * The access token of the set the store last held as far as this keeper
+   * knows (what it started from, saved, or adopted). A stored set that differs
+   * from it was written by someone else — no clocks compared, so neither a
+   * clock step nor another machine's clock can make a newer set look older —
+   * while a save of ours that failed leaves it in place, so the older set
+   * still on disk is not mistaken for a rotation.
+   */
+  #lastKnownStored: string | undefined;
 
   constructor(options: KeeperOptions) {
     this.#options = options;
@@ -189,6 +198,7 @@ export class TokenKeeper {
       this.#transition({ kind: 'unauthenticated', reason: 'no stored credentials', episode: undefined });
       return;
     }
+    this.#lastKnownStored = tokens.accessToken;
     this.#accept(tokens, 'started', 'startup');
   }
 
@@ -508,8 +518,9 @@ export class TokenKeeper {
     }
     const held = this.#held;
     if (aborted(signal) || stored === undefined || held === undefined) return 'none';
-    // Newer than ours and different: a refresh made elsewhere (rotating or not).
-    if (stored.issuedAt <= held.set.issuedAt || stored.accessToken === held.set.accessToken) return 'none';
+    // Changed since we last knew it, and not ours: a refresh made elsewhere (rotating or not).
+    if (stored.accessToken === this.#lastKnownStored || stored.accessToken === held.set.accessToken) return 'none';
+    this.#lastKnownStored = stored.accessToken;
     this.#held = this.#hold(stored);
     this.#emit({
       type: 'adopted',
@@ -522,7 +533,10 @@ export class TokenKeeper {
   /** Saves one token set after any save still in progress, so that saves land in order. */
   #persist(tokens: TokenSet): Promise<void> {
     const write = this.#saving
-      .then(() => this.#options.store.save(tokens))
+      .then(async () => {
+        await this.#options.store.save(tokens);
+        this.#lastKnownStored = tokens.accessToken;
+      })
       .catch((error: unknown) => {
         // The in-memory token keeps serving; the failure is reported, not fatal.
         this.#emit({ type: 'persist_failed', at: this.#clock.now(), detail: errorCode(error) });
