@@ -25,7 +25,7 @@ import { type DynamicClient, ensureClient } from '../src/oauth/registration.js';
 import { CredentialStore } from '../src/store/store.js';
 import { loginHeadlessly, startAuthServer, type TestAuthServer, TEST_ACCOUNT } from './support/auth-server.js';
 import { type FaultProxy, type RecordedTokenRequest, startFaultProxy } from './support/fault-proxy.js';
-import { startMcpServer, type TestMcpServer } from './support/mcp-server.js';
+import { startMcpServer, type TestMcpServer, mcpStatus } from './support/mcp-server.js';
 import type { ChildLine, RefreshChildArgs } from './support/refresh-child.js';
 
 const CHILD = fileURLToPath(new URL('./support/refresh-child.ts', import.meta.url));
@@ -141,26 +141,6 @@ async function waitUntil(
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(10);
   }
-}
-
-/** Calls the MCP server with a bearer token: 200 when the token is accepted. */
-async function mcpStatus(mcpUrl: string, accessToken: string): Promise<number> {
-  const response = await fetch(mcpUrl, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${accessToken}`,
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-    },
-    body: JSON.stringify({
-      jsonrpc: '2.0',
-      id: 1,
-      method: 'initialize',
-      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'test', version: '1' } },
-    }),
-  });
-  await response.body?.cancel();
-  return response.status;
 }
 
 describe('Across processes', () => {

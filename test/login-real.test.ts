@@ -23,7 +23,7 @@ import {
   TEST_ACCOUNT,
   type TestAuthServer,
 } from './support/auth-server.js';
-import { startMcpServer, type TestMcpServer } from './support/mcp-server.js';
+import { startMcpServer, type TestMcpServer, mcpStatus } from './support/mcp-server.js';
 
 /** Port-less: one registration serves every callback port (RFC 8252 §7.3), as registration.ts recommends. */
 const REDIRECT_URI = 'http://127.0.0.1/callback';
@@ -51,26 +51,6 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
     () => 'resolved',
     (error: unknown) => (error instanceof TetherError ? error.code : `other: ${String(error)}`),
   );
-}
-
-/** Sends an MCP `initialize` with the token; the server verifies it against the AS keys and its own URL. */
-async function mcpStatus(mcpUrl: string, accessToken: string): Promise<number> {
-  const response = await fetch(mcpUrl, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${accessToken}`,
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-    },
-    body: JSON.stringify({
-      jsonrpc: '2.0',
-      id: 1,
-      method: 'initialize',
-      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'test', version: '1' } },
-    }),
-  });
-  await response.body?.cancel();
-  return response.status;
 }
 
 describe('loginWithBrowser against oidc-provider', () => {

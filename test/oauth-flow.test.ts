@@ -18,7 +18,7 @@ import {
   type TestAuthServer,
   TEST_ACCOUNT,
 } from './support/auth-server.js';
-import { startMcpServer, type TestMcpServer } from './support/mcp-server.js';
+import { startMcpServer, type TestMcpServer, mcpStatus } from './support/mcp-server.js';
 
 const REDIRECT_URI = 'http://127.0.0.1/callback';
 
@@ -43,26 +43,6 @@ function signal(): AbortSignal {
 function tokensOf(result: RefreshResult) {
   if (!result.ok) throw new Error(`refresh failed: ${JSON.stringify(result.failure)}`);
   return result.tokens;
-}
-
-/** Calls the MCP server's `whoami` tool with a bearer token: proves the token is accepted. */
-async function whoami(mcpUrl: string, accessToken: string): Promise<number> {
-  const response = await fetch(mcpUrl, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${accessToken}`,
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-    },
-    body: JSON.stringify({
-      jsonrpc: '2.0',
-      id: 1,
-      method: 'initialize',
-      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'test', version: '1' } },
-    }),
-  });
-  await response.body?.cancel();
-  return response.status;
 }
 
 describe('discovery → registration → login → refresh against oidc-provider and an SDK MCP server', () => {
@@ -132,7 +112,7 @@ describe('discovery → registration → login → refresh against oidc-provider
       redirectUri: REDIRECT_URI,
       resource: discovery.resource,
     });
-    expect(await whoami(mcp.url, login.accessToken)).toBe(200);
+    expect(await mcpStatus(mcp.url, login.accessToken)).toBe(200);
 
     const refresh = createRefreshFunction({
       http,
@@ -145,7 +125,7 @@ describe('discovery → registration → login → refresh against oidc-provider
     expect(first.refreshToken).not.toBe(login.refreshToken);
     expect(first.expiresIn).toBe(120);
     expect(first.tokenType).toBe('bearer');
-    expect(await whoami(mcp.url, first.accessToken)).toBe(200);
+    expect(await mcpStatus(mcp.url, first.accessToken)).toBe(200);
     expect(mcp.requests.at(-1)?.subject).toBe(TEST_ACCOUNT);
 
     const second = tokensOf(await refresh(first.refreshToken ?? '', signal()));
@@ -181,10 +161,10 @@ describe('discovery → registration → login → refresh against oidc-provider
       requestOptions: oauthRequestOptions(http, tokenEndpoint),
       launch: headlessBrowser(http),
     });
-    expect(await whoami(mcp.url, tokens.accessToken)).toBe(200);
+    expect(await mcpStatus(mcp.url, tokens.accessToken)).toBe(200);
     const refresh = createRefreshFunction({ http, authorizationServer: as, client, resource: discovery.resource });
     const refreshed = tokensOf(await refresh(tokens.refreshToken ?? '', signal()));
-    expect(await whoami(mcp.url, refreshed.accessToken)).toBe(200);
+    expect(await mcpStatus(mcp.url, refreshed.accessToken)).toBe(200);
   });
 
   it('caches the registration in the credential store, encrypted, for the next process', async () => {
@@ -383,7 +363,7 @@ describe('a static client', () => {
         resource: discovery.resource,
       });
       const tokens = tokensOf(await refresh(login.refreshToken, signal()));
-      expect(await whoami(mcp.url, tokens.accessToken)).toBe(200);
+      expect(await mcpStatus(mcp.url, tokens.accessToken)).toBe(200);
 
       const wrong = createRefreshFunction({
         http,

@@ -161,3 +161,23 @@ async function readBody(req: http.IncomingMessage): Promise<string> {
   for await (const chunk of req) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString();
 }
+
+/** Sends an MCP `initialize` with the bearer token: 200 when the server accepts the token (it checks it against the AS keys and its own URL). */
+export async function mcpStatus(mcpUrl: string, accessToken: string): Promise<number> {
+  const response = await fetch(mcpUrl, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${accessToken}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+    },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'test', version: '1' } },
+    }),
+  });
+  await response.body?.cancel();
+  return response.status;
+}
