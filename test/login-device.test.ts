@@ -16,28 +16,18 @@ import type { TokenSet } from '../src/keeper/types.js';
 import { discover, discoveredScopes, type Discovery } from '../src/oauth/discovery.js';
 import { assertSecureEndpoint, HttpClient, oauthRequestOptions } from '../src/oauth/http.js';
 import { loginWithDeviceCode, type LoginPrompt } from '../src/oauth/login.js';
+import { DEFAULT_GRANT_TYPES, type DynamicClient, ensureClient } from '../src/oauth/registration.js';
 import {
-  DEFAULT_GRANT_TYPES,
-  type DynamicClient,
-  ensureClient,
-  type RegistrationStore,
-} from '../src/oauth/registration.js';
-import { type DeviceFlowOptions, startAuthServer, TEST_ACCOUNT, type TestAuthServer } from './support/auth-server.js';
+  type DeviceFlowOptions,
+  startAuthServer,
+  TEST_ACCOUNT,
+  type TestAuthServer,
+  MemoryRegistrations,
+} from './support/auth-server.js';
 import { startMcpServer } from './support/mcp-server.js';
 
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const REDIRECT_URI = 'http://127.0.0.1/callback';
-
-class MemoryRegistrations implements RegistrationStore {
-  readonly entries = new Map<string, DynamicClient>();
-  get(issuer: string): Promise<DynamicClient | undefined> {
-    return Promise.resolve(this.entries.get(issuer));
-  }
-  put(issuer: string, registration: DynamicClient): Promise<void> {
-    this.entries.set(issuer, registration);
-    return Promise.resolve();
-  }
-}
 
 const realDelay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -15,29 +15,19 @@ import type { TokenSet } from '../src/keeper/types.js';
 import { discover, discoveredScopes, type Discovery } from '../src/oauth/discovery.js';
 import { assertSecureEndpoint, HttpClient, oauthRequestOptions } from '../src/oauth/http.js';
 import { LOGIN_TIMEOUT_MS, loginWithBrowser, type BrowserLoginOptions, type LoginPrompt } from '../src/oauth/login.js';
-import { type DynamicClient, ensureClient, type RegistrationStore } from '../src/oauth/registration.js';
+import { type DynamicClient, ensureClient } from '../src/oauth/registration.js';
 import {
   headlessBrowser,
   type HeadlessBrowserOptions,
   startAuthServer,
   TEST_ACCOUNT,
   type TestAuthServer,
+  MemoryRegistrations,
 } from './support/auth-server.js';
 import { startMcpServer, type TestMcpServer, mcpStatus } from './support/mcp-server.js';
 
 /** Port-less: one registration serves every callback port (RFC 8252 §7.3), as registration.ts recommends. */
 const REDIRECT_URI = 'http://127.0.0.1/callback';
-
-class MemoryRegistrations implements RegistrationStore {
-  readonly entries = new Map<string, DynamicClient>();
-  get(issuer: string): Promise<DynamicClient | undefined> {
-    return Promise.resolve(this.entries.get(issuer));
-  }
-  put(issuer: string, registration: DynamicClient): Promise<void> {
-    this.entries.set(issuer, registration);
-    return Promise.resolve();
-  }
-}
 
 /** What the headless browser saw at the loopback callback. */
 interface CallbackVisit {

@@ -10,31 +10,20 @@ import { discover, discoveredScopes, type Discovery, DiscoveryError } from '../s
 import { assertSecureEndpoint, HttpClient, oauthRequestOptions } from '../src/oauth/http.js';
 import { loginWithBrowser } from '../src/oauth/login.js';
 import { createRefreshFunction } from '../src/oauth/refresh.js';
-import { type DynamicClient, ensureClient, type RegistrationStore, staticClient } from '../src/oauth/registration.js';
+import { type DynamicClient, ensureClient, staticClient } from '../src/oauth/registration.js';
 import {
   headlessBrowser,
   loginHeadlessly,
   startAuthServer,
   type TestAuthServer,
   TEST_ACCOUNT,
+  MemoryRegistrations,
 } from './support/auth-server.js';
 import { startMcpServer, type TestMcpServer, mcpStatus } from './support/mcp-server.js';
 
 const REDIRECT_URI = 'http://127.0.0.1/callback';
 
 /** The store's registration cache, in memory. */
-class MemoryRegistrations implements RegistrationStore {
-  readonly entries = new Map<string, DynamicClient>();
-  puts = 0;
-  get(issuer: string): Promise<DynamicClient | undefined> {
-    return Promise.resolve(this.entries.get(issuer));
-  }
-  put(issuer: string, registration: DynamicClient): Promise<void> {
-    this.puts++;
-    this.entries.set(issuer, registration);
-    return Promise.resolve();
-  }
-}
 
 function signal(): AbortSignal {
   return new AbortController().signal;

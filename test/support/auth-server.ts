@@ -1,3 +1,4 @@
+import type { DynamicClient, RegistrationStore } from '../../src/oauth/registration.js';
 /**
  * A real authorization server for tests: oidc-provider 8 on 127.0.0.1:0,
  * configured as TESTING.md describes (open dynamic registration, PKCE S256
@@ -525,15 +526,7 @@ async function followRedirects(httpClient: HttpClient, start: URL, isTarget: (ur
       method: 'GET',
       headers: cookie === '' ? {} : { cookie },
     });
-    for (const line of response.headers.getSetCookie()) {
-      const [pair = '', ...attributes] = line.split(';');
-      const at = pair.indexOf('=');
-      const name = pair.slice(0, at).trim();
-      const value = pair.slice(at + 1).trim();
-      const expired = attributes.some((a) => /^\s*max-age\s*=\s*0\s*$/i.test(a)) || value === '';
-      if (expired) jar.delete(name);
-      else jar.set(name, value);
-    }
+    keepCookies(jar, response);
     const location = response.headers.get('location');
     if (response.status < 300 || response.status > 399 || location === null) {
       throw new Error(`the login stopped at HTTP ${response.status} ${url.href}: ${await response.text()}`);
@@ -553,4 +546,18 @@ export async function closeServer(server: http.Server): Promise<void> {
   });
   server.closeAllConnections();
   await closed;
+}
+
+/** A registration cache in memory (the credential store's `registrations()` in production); counts its writes. */
+export class MemoryRegistrations implements RegistrationStore {
+  readonly entries = new Map<string, DynamicClient>();
+  puts = 0;
+  get(issuer: string): Promise<DynamicClient | undefined> {
+    return Promise.resolve(this.entries.get(issuer));
+  }
+  put(issuer: string, registration: DynamicClient): Promise<void> {
+    this.puts++;
+    this.entries.set(issuer, registration);
+    return Promise.resolve();
+  }
 }
