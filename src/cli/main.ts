@@ -24,7 +24,7 @@ export function buildProgram(): Command {
     .action(() => {
       process.stdout.write(
         'tether demo is coming: the local OAuth-protected MCP server, the workload and the outage\n' +
-          'land with the workloads release. Today the token keeper is in place; `npm test` shows it at work.\n',
+          'land with the workloads release. The token keeper, OAuth and the credential store are in place; `npm test` shows them at work.\n',
       );
     });
 
