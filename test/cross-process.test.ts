@@ -176,7 +176,6 @@ describe('Across processes', () => {
       http,
       authorizationServer: discovery.authorizationServer,
       clientId: client.clientId,
-      redirectUri: REDIRECT_URI,
       resource: discovery.resource,
     });
     await store.saveTokens(NAME, {

@@ -55,7 +55,6 @@ beforeAll(async () => {
       http,
       authorizationServer: discovery.authorizationServer,
       clientId: client.clientId,
-      redirectUri: REDIRECT_URI,
       resource: discovery.resource,
     })
   ).refreshToken;

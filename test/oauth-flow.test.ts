@@ -64,7 +64,6 @@ describe('discovery → registration → login → refresh against oidc-provider
       http,
       authorizationServer: discovery.authorizationServer,
       clientId: client.clientId,
-      redirectUri: 'http://127.0.0.1:49152/callback', // any port: a native client's loopback redirect
       resource: discovery.resource,
     });
     return { discovery, client, refreshToken: login.refreshToken };
@@ -98,7 +97,6 @@ describe('discovery → registration → login → refresh against oidc-provider
       http,
       authorizationServer: discovery.authorizationServer,
       clientId: client.clientId,
-      redirectUri: REDIRECT_URI,
       resource: discovery.resource,
     });
     expect(await mcpStatus(mcp.url, login.accessToken)).toBe(200);
@@ -342,7 +340,6 @@ describe('a static client', () => {
         authorizationServer: discovery.authorizationServer,
         clientId: client.clientId,
         clientSecret: secret,
-        redirectUri: REDIRECT_URI,
         resource: discovery.resource,
       });
       const refresh = createRefreshFunction({

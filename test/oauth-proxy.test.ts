@@ -61,7 +61,6 @@ describe('a refresh through a forward proxy (corporate networks)', () => {
       http: direct,
       authorizationServer: metadata,
       clientId: STATIC_CLIENT.client_id,
-      redirectUri: REDIRECT_URI,
       resource: RESOURCE,
     });
     return { refreshToken: login.refreshToken, direct };
@@ -137,7 +136,7 @@ describe('an https authorization server through HTTPS_PROXY, trusted through NOD
       const http = new HttpClient({ clock: systemClock, totalTimeoutMs: 10000 });
       const as = await discoverAuthorizationServer(${JSON.stringify(front.url)}, { http });
       const login = await loginHeadlessly({ http, authorizationServer: as, clientId: 'tether-static',
-        redirectUri: ${JSON.stringify(REDIRECT_URI)}, resource: ${JSON.stringify(RESOURCE)} });
+        resource: ${JSON.stringify(RESOURCE)} });
       const refresh = createRefreshFunction({ http, authorizationServer: as, resource: ${JSON.stringify(RESOURCE)},
         client: staticClient(as, { clientId: 'tether-static' }) });
       const result = await refresh(login.refreshToken, new AbortController().signal);

@@ -16,7 +16,9 @@ import type { AddressInfo } from 'node:net';
 import type { JSONWebKeySet, JWK as PublicJwk } from 'jose';
 import * as oauth from 'oauth4webapi';
 import Provider, { type AdapterFactory, type AdapterPayload, type ClientMetadata, type JWK } from 'oidc-provider';
+import { systemClock } from '../../src/clock/system.js';
 import { assertSecureEndpoint, type HttpClient, oauthRequestOptions } from '../../src/oauth/http.js';
+import { loginWithBrowser } from '../../src/oauth/login.js';
 
 /** The one account every headless login signs in as. */
 export const TEST_ACCOUNT = 'test-user';
@@ -358,8 +360,6 @@ export interface HeadlessLoginOptions {
   readonly authorizationServer: oauth.AuthorizationServer;
   readonly clientId: string;
   readonly clientSecret?: string;
-  /** Must be registered for the client; nothing listens on it: the redirect to it is caught. */
-  readonly redirectUri: string;
   /** The RFC 8707 resource indicator (the MCP URL). */
   readonly resource: string;
   /** Default {@link MCP_SCOPE}. */
@@ -375,50 +375,33 @@ export interface LoginTokens {
 }
 
 /**
- * Performs an authorization-code + PKCE S256 login without a browser:
- * follows the authorization server's redirects (keeping its cookies) through
- * the headless interactions to the redirect URI, checks `state` and `iss`
- * there, and exchanges the code (with `resource`) at the token endpoint.
+ * A whole login without a person: tether's own `loginWithBrowser` (PKCE S256,
+ * `state`, `iss`, `resource`), with the {@link headlessBrowser} following the
+ * server's redirects through the headless interactions to the callback.
  */
 export async function loginHeadlessly(options: HeadlessLoginOptions): Promise<LoginTokens> {
   const as = options.authorizationServer;
-  const client: oauth.Client = {
-    client_id: options.clientId,
-    token_endpoint_auth_method: options.clientSecret === undefined ? 'none' : 'client_secret_basic',
-  };
-  const clientAuth = options.clientSecret === undefined ? oauth.None() : oauth.ClientSecretBasic(options.clientSecret);
-  const verifier = oauth.generateRandomCodeVerifier();
-  const state = oauth.generateRandomState();
-  const authorize = new URL(String(as.authorization_endpoint));
-  authorize.search = new URLSearchParams({
-    response_type: 'code',
-    client_id: options.clientId,
-    redirect_uri: options.redirectUri,
-    scope: options.scope ?? MCP_SCOPE,
-    resource: options.resource,
-    state,
-    code_challenge: await oauth.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-  }).toString();
-
-  const callback = await followRedirects(options.http, authorize, (url) => url.href.startsWith(options.redirectUri));
-  const params = oauth.validateAuthResponse(as, client, callback, state);
-  const tokenEndpoint = assertSecureEndpoint(String(as.token_endpoint), 'token_endpoint');
-  const response = await oauth.authorizationCodeGrantRequest(
+  const tokens = await loginWithBrowser({
     as,
-    client,
-    clientAuth,
-    params,
-    options.redirectUri,
-    verifier,
-    { ...oauthRequestOptions(options.http, tokenEndpoint), additionalParameters: { resource: options.resource } },
-  );
-  const tokens = await oauth.processAuthorizationCodeResponse(as, client, response);
-  if (tokens.refresh_token === undefined) throw new Error('the login issued no refresh token');
+    client: {
+      clientId: options.clientId,
+      ...(options.clientSecret !== undefined && { clientSecret: options.clientSecret }),
+    },
+    resource: options.resource,
+    scopes: [options.scope ?? MCP_SCOPE],
+    clock: systemClock,
+    prompt: () => undefined,
+    requestOptions: oauthRequestOptions(
+      options.http,
+      assertSecureEndpoint(String(as.token_endpoint), 'token_endpoint'),
+    ),
+    launch: headlessBrowser(options.http),
+  });
+  if (tokens.refreshToken === undefined) throw new Error('the login issued no refresh token');
   return {
-    accessToken: tokens.access_token,
-    refreshToken: tokens.refresh_token,
-    ...(tokens.expires_in !== undefined && { expiresIn: tokens.expires_in }),
+    accessToken: tokens.accessToken,
+    refreshToken: tokens.refreshToken,
+    ...(tokens.expiresAt !== undefined && { expiresIn: Math.round((tokens.expiresAt - tokens.issuedAt) / 1000) }),
     ...(tokens.scope !== undefined && { scope: tokens.scope }),
   };
 }
