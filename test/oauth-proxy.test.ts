@@ -66,18 +66,25 @@ describe('a refresh through a forward proxy (corporate networks)', () => {
     return { refreshToken: login.refreshToken, direct };
   }
 
-  it('honours HTTP_PROXY with NO_PROXY empty, and goes direct again after resetTransport once it is unset', async () => {
-    const { refreshToken, direct } = await start();
+  /** A refresh function over a fresh HttpClient that reads the given proxy environment. */
+  async function proxiedRefresh(
+    direct: HttpClient,
+    env: Record<string, string>,
+  ): Promise<{ http: HttpClient; refresh: ReturnType<typeof createRefreshFunction> }> {
     const metadata = await discoverAuthorizationServer(as.issuer, { http: direct });
-    proxyEnvironment({ HTTP_PROXY: forward.url, NO_PROXY: '' });
+    proxyEnvironment(env);
     const http = new HttpClient({ clock: systemClock });
     cleanups.push(() => http.close());
-    const refresh = createRefreshFunction({
+    const client = staticClient(metadata, { clientId: STATIC_CLIENT.client_id });
+    return {
       http,
-      authorizationServer: metadata,
-      client: staticClient(metadata, { clientId: STATIC_CLIENT.client_id }),
-      resource: RESOURCE,
-    });
+      refresh: createRefreshFunction({ http, authorizationServer: metadata, client, resource: RESOURCE }),
+    };
+  }
+
+  it('honours HTTP_PROXY with NO_PROXY empty, and goes direct again after resetTransport once it is unset', async () => {
+    const { refreshToken, direct } = await start();
+    const { http, refresh } = await proxiedRefresh(direct, { HTTP_PROXY: forward.url, NO_PROXY: '' });
 
     const first = await refresh(refreshToken, new AbortController().signal);
     if (!first.ok) throw new Error(JSON.stringify(first.failure));
@@ -92,16 +99,7 @@ describe('a refresh through a forward proxy (corporate networks)', () => {
 
   it('goes direct for hosts in NO_PROXY', async () => {
     const { refreshToken, direct } = await start();
-    const metadata = await discoverAuthorizationServer(as.issuer, { http: direct });
-    proxyEnvironment({ HTTP_PROXY: forward.url, NO_PROXY: 'localhost,127.0.0.1' });
-    const http = new HttpClient({ clock: systemClock });
-    cleanups.push(() => http.close());
-    const refresh = createRefreshFunction({
-      http,
-      authorizationServer: metadata,
-      client: staticClient(metadata, { clientId: STATIC_CLIENT.client_id }),
-      resource: RESOURCE,
-    });
+    const { refresh } = await proxiedRefresh(direct, { HTTP_PROXY: forward.url, NO_PROXY: 'localhost,127.0.0.1' });
     expect((await refresh(refreshToken, new AbortController().signal)).ok).toBe(true);
     expect(forward.seen).toEqual([]);
   });
