@@ -23,9 +23,9 @@ import { HttpClient } from '../src/oauth/http.js';
 import { createRefreshFunction } from '../src/oauth/refresh.js';
 import { type DynamicClient, ensureClient } from '../src/oauth/registration.js';
 import { CredentialStore } from '../src/store/store.js';
-import { loginHeadlessly, startAuthServer, type TestAuthServer, TEST_ACCOUNT } from './support/auth-server.js';
-import { type FaultProxy, type RecordedTokenRequest, startFaultProxy } from './support/fault-proxy.js';
-import { startMcpServer, type TestMcpServer, mcpStatus } from './support/mcp-server.js';
+import { loginHeadlessly, startAuthServer, type TestAuthServer, TEST_ACCOUNT } from '../src/demo/auth-server.js';
+import { type FaultProxy, type RecordedTokenRequest, startFaultProxy } from '../src/demo/fault-proxy.js';
+import { startMcpServer, type TestMcpServer, mcpStatus } from '../src/demo/mcp-server.js';
 import type { ChildLine, RefreshChildArgs } from './support/refresh-child.js';
 
 const CHILD = fileURLToPath(new URL('./support/refresh-child.ts', import.meta.url));

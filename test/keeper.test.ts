@@ -592,6 +592,45 @@ describe('TokenKeeper — concurrency and shutdown', () => {
   });
 });
 
+describe('TokenKeeper — a token the resource server rejects', () => {
+  it('many requests that saw the same 401 cause one refresh, and then get the new token', async () => {
+    const h = await startHarness();
+    h.endpoint.latencyMs = 200;
+    await h.clock.advance(5 * MINUTE);
+    const rejected = await h.keeper.getToken();
+    const flights = Array.from({ length: 10 }, () => h.keeper.rejected(rejected));
+    await h.clock.advance(SECOND);
+    await Promise.all(flights);
+    expect(h.endpoint.requests).toHaveLength(1);
+    expect(attempts(h.events).map((a) => [a.trigger, a.outcome])).toEqual([['rejected', 'success']]);
+    expect(await h.keeper.getToken()).not.toBe(rejected);
+  });
+
+  it('a token already replaced is not refreshed again, and rejections are at least the probe minimum apart', async () => {
+    const h = await startHarness();
+    await h.clock.advance(5 * MINUTE);
+    const first = await h.keeper.getToken();
+    await h.keeper.rejected(first);
+    await h.keeper.rejected(first); // a late 401 for the old token
+    const second = await h.keeper.getToken();
+    await h.keeper.rejected(second); // the new one rejected at once: too soon
+    expect(h.endpoint.requests).toHaveLength(1);
+    await h.clock.advance(h.config.probeMinInterval);
+    await h.keeper.rejected(second);
+    expect(h.endpoint.requests).toHaveLength(2);
+  });
+
+  it('a keeper already failing keeps its backoff', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(46 * MINUTE);
+    expect(h.keeper.state).toBe('backoff');
+    const sent = h.endpoint.requests.length;
+    await h.keeper.rejected(await h.keeper.getToken());
+    expect(h.endpoint.requests).toHaveLength(sent);
+  });
+});
+
 describe('TokenKeeper — improvements over give-up and fixed-cadence monitors', () => {
   it('an outage shorter than the early-refresh slack causes zero failed getToken() calls and no status change', async () => {
     const h = await startHarness();

@@ -23,8 +23,8 @@ import {
   TEST_ACCOUNT,
   type TestAuthServer,
   MemoryRegistrations,
-} from './support/auth-server.js';
-import { startMcpServer } from './support/mcp-server.js';
+} from '../src/demo/auth-server.js';
+import { startMcpServer } from '../src/demo/mcp-server.js';
 
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const REDIRECT_URI = 'http://127.0.0.1/callback';

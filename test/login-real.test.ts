@@ -23,8 +23,8 @@ import {
   TEST_ACCOUNT,
   type TestAuthServer,
   MemoryRegistrations,
-} from './support/auth-server.js';
-import { startMcpServer, type TestMcpServer, mcpStatus } from './support/mcp-server.js';
+} from '../src/demo/auth-server.js';
+import { startMcpServer, type TestMcpServer, mcpStatus } from '../src/demo/mcp-server.js';
 
 /** Port-less: one registration serves every callback port (RFC 8252 §7.3), as registration.ts recommends. */
 const REDIRECT_URI = 'http://127.0.0.1/callback';

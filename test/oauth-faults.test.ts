@@ -8,9 +8,9 @@ import { discover, type Discovery, DiscoveryError } from '../src/oauth/discovery
 import { HttpClient } from '../src/oauth/http.js';
 import { createRefreshFunction } from '../src/oauth/refresh.js';
 import { type DynamicClient, ensureClient, type RegistrationStore } from '../src/oauth/registration.js';
-import { loginHeadlessly, startAuthServer, type TestAuthServer } from './support/auth-server.js';
-import { type Fault, type FaultProxy, startFaultProxy } from './support/fault-proxy.js';
-import { startMcpServer, type TestMcpServer } from './support/mcp-server.js';
+import { loginHeadlessly, startAuthServer, type TestAuthServer } from '../src/demo/auth-server.js';
+import { type Fault, type FaultProxy, startFaultProxy } from '../src/demo/fault-proxy.js';
+import { startMcpServer, type TestMcpServer } from '../src/demo/mcp-server.js';
 
 const REDIRECT_URI = 'http://127.0.0.1/callback';
 const TIMEOUT_MS = 500;

@@ -18,8 +18,8 @@ import {
   type TestAuthServer,
   TEST_ACCOUNT,
   MemoryRegistrations,
-} from './support/auth-server.js';
-import { startMcpServer, type TestMcpServer, mcpStatus } from './support/mcp-server.js';
+} from '../src/demo/auth-server.js';
+import { startMcpServer, type TestMcpServer, mcpStatus } from '../src/demo/mcp-server.js';
 
 const REDIRECT_URI = 'http://127.0.0.1/callback';
 

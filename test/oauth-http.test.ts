@@ -5,7 +5,7 @@ import { FakeClock } from '../src/clock/fake.js';
 import { systemClock } from '../src/clock/system.js';
 import { TetherError } from '../src/errors.js';
 import { HttpClient, networkErrorCode, ResponseTooLargeError } from '../src/oauth/http.js';
-import { closeServer } from './support/auth-server.js';
+import { closeServer } from '../src/demo/auth-server.js';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 

@@ -10,8 +10,8 @@ import { discoverAuthorizationServer } from '../src/oauth/discovery.js';
 import { HttpClient } from '../src/oauth/http.js';
 import { createRefreshFunction } from '../src/oauth/refresh.js';
 import { staticClient } from '../src/oauth/registration.js';
-import { loginHeadlessly, startAuthServer, type TestAuthServer } from './support/auth-server.js';
-import { selfSignedCertificate, startFaultProxy } from './support/fault-proxy.js';
+import { loginHeadlessly, startAuthServer, type TestAuthServer } from '../src/demo/auth-server.js';
+import { selfSignedCertificate, startFaultProxy } from '../src/demo/fault-proxy.js';
 import { type ForwardProxy, startForwardProxy } from './support/forward-proxy.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -130,7 +130,7 @@ describe('an https authorization server through HTTPS_PROXY, trusted through NOD
       const { discoverAuthorizationServer } = await import(root + 'src/oauth/discovery.ts');
       const { createRefreshFunction } = await import(root + 'src/oauth/refresh.ts');
       const { staticClient } = await import(root + 'src/oauth/registration.ts');
-      const { loginHeadlessly } = await import(root + 'test/support/auth-server.ts');
+      const { loginHeadlessly } = await import(root + 'src/demo/auth-server.ts');
       const http = new HttpClient({ clock: systemClock, totalTimeoutMs: 10000 });
       const as = await discoverAuthorizationServer(${JSON.stringify(front.url)}, { http });
       const login = await loginHeadlessly({ http, authorizationServer: as, clientId: 'tether-static',

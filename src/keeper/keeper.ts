@@ -278,6 +278,22 @@ export class TokenKeeper {
     }
   }
 
+  /**
+   * The resource server rejected `token` (`401 invalid_token`): one forced
+   * refresh, shared by every request that saw the rejection (single flight),
+   * at most one per probe minimum so that a server rejecting every token
+   * cannot drive a loop. A token already replaced is not refreshed again; a
+   * keeper that is already failing keeps its backoff. Resolves when the
+   * attempt (if any) ends; `getToken()` then answers from it.
+   */
+  rejected(token: string): Promise<void> {
+    const state = this.#state;
+    if (state.kind === 'refreshing') return state.flight;
+    if (state.kind !== 'fresh' || this.#held?.set.accessToken !== token) return Promise.resolve();
+    if (this.#waitBeforeAttempt(this.#config.probeMinInterval, undefined) > 0) return Promise.resolve();
+    return this.#startAttempt('rejected');
+  }
+
   /** A point-in-time view for status files and `--json`. */
   snapshot(): KeeperSnapshot {
     const state = this.#state;

@@ -59,8 +59,11 @@ export type KeeperStatus = 'running' | 'auth_retrying' | 'unauthenticated';
 /** Told about every status change, and only about changes. */
 export type StatusSink = (status: KeeperStatus, reason: string) => void;
 
-/** What started an attempt (DESIGN §3.5). */
-export type Trigger = 'startup' | 'schedule' | 'demand' | 'network' | 'wake' | 'manual';
+/**
+ * What started an attempt (DESIGN §3.5); `rejected` is the resource server's
+ * `401 invalid_token` on a proxied request (§6).
+ */
+export type Trigger = 'startup' | 'schedule' | 'demand' | 'network' | 'wake' | 'manual' | 'rejected';
 
 /** The kinds of the keeper's state machine. */
 export type KeeperStateKind = 'idle' | 'fresh' | 'refreshing' | 'backoff' | 'unauthenticated' | 'stopped';

@@ -7,7 +7,7 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { createProxy } from 'proxy';
-import { closeServer } from './auth-server.js';
+import { closeServer } from '../../src/demo/auth-server.js';
 
 export interface ForwardProxy {
   /** `http://127.0.0.1:PORT`: the value for `HTTPS_PROXY`/`HTTP_PROXY`. */

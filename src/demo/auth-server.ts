@@ -1,4 +1,4 @@
-import type { DynamicClient, RegistrationStore } from '../../src/oauth/registration.js';
+import type { DynamicClient, RegistrationStore } from '../oauth/registration.js';
 /**
  * A real authorization server for tests: oidc-provider 8 on 127.0.0.1:0,
  * configured as TESTING.md describes (open dynamic registration, PKCE S256
@@ -16,9 +16,9 @@ import type { AddressInfo } from 'node:net';
 import type { JSONWebKeySet, JWK as PublicJwk } from 'jose';
 import * as oauth from 'oauth4webapi';
 import Provider, { type AdapterFactory, type AdapterPayload, type ClientMetadata, type JWK } from 'oidc-provider';
-import { systemClock } from '../../src/clock/system.js';
-import { assertSecureEndpoint, type HttpClient, oauthRequestOptions } from '../../src/oauth/http.js';
-import { loginWithBrowser } from '../../src/oauth/login.js';
+import { systemClock } from '../clock/system.js';
+import { assertSecureEndpoint, type HttpClient, oauthRequestOptions } from '../oauth/http.js';
+import { loginWithBrowser } from '../oauth/login.js';
 
 /** The one account every headless login signs in as. */
 export const TEST_ACCOUNT = 'test-user';
