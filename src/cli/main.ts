@@ -1,14 +1,55 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { createRequire } from 'node:module';
+import { TetherError } from '../errors.js';
+import { SERVE_COMMAND } from '../workloads/process.js';
+import type { Io } from './output.js';
+import { run, serve } from './run.js';
+import { list, loginAgain, logs, refresh, remove, restart, start, status, stop } from './workloads.js';
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 65535) throw new InvalidArgumentError('expected a port number, 0 to 65535');
+  return n;
+}
+
+function header(value: string, previous: Record<string, string>): Record<string, string> {
+  const match = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s*(.*)$/.exec(value);
+  if (match?.[1] === undefined || match[2] === undefined) throw new InvalidArgumentError("expected 'Name: value'");
+  if (['authorization', 'host'].includes(match[1].toLowerCase())) {
+    throw new InvalidArgumentError(`${match[1]} is tether's own: it cannot be set with --header`);
+  }
+  return { ...previous, [match[1]]: match[2] };
+}
+
+function scopes(value: string): string[] {
+  return value
+    .split(/[\s,]+/)
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+const EXAMPLES = `
+Examples:
+  $ tether run https://mcp.example.com/mcp            log in, start a workload, print client configs
+  $ tether run https://mcp.example.com/mcp --name work --port 7700
+  $ tether list                                       every workload and its status
+  $ tether status work                                details and the recent timeline
+  $ tether login work                                 new credentials, same local URL, no restart
+  $ tether demo                                       the whole story on loopback, no setup
+
+Statuses: running, auth_retrying (no valid token yet; tether keeps retrying and
+recovers by itself), unauthenticated (run \`tether login NAME\`), starting,
+stopping, stopped, error (the process died; run \`tether restart NAME\`).
+Exit codes: 0 ok, 1 the operation failed, 2 usage error.`;
 
 /**
  * The `tether` command (DESIGN §8). Exit codes: 0 ok, 1 operation failed,
  * 2 usage error.
  */
-export function buildProgram(): Command {
+export function buildProgram(io: Io): Command {
   const program = new Command('tether')
     .description(
       'Connects MCP clients to OAuth-protected remote MCP servers and keeps them\n' +
@@ -16,28 +57,169 @@ export function buildProgram(): Command {
     )
     .version(version)
     .exitOverride()
-    .showHelpAfterError('(run `tether --help` for usage)');
+    .showHelpAfterError('(run `tether --help` for usage)')
+    .addHelpText('after', EXAMPLES);
+
+  program
+    .command('run')
+    .description(
+      'discover the server, log in (browser), start a workload serving a local MCP endpoint, print client configs',
+    )
+    .argument('[remote-url]', 'the remote MCP endpoint (https, or http on loopback)')
+    .option('--remote-url <url>', 'the remote MCP endpoint (alias of the argument)')
+    .option('--name <name>', 'workload name (default: from the host name)')
+    .option('--port <port>', 'local port (default: a free one, kept across restarts)', port, 0)
+    .option('--host <address>', 'local bind address', '127.0.0.1')
+    .option('--client-id <id>', 'use this pre-registered client instead of registering one')
+    .option('--client-secret-file <file>', "the client's secret, from a file (or set TETHER_CLIENT_SECRET)")
+    .option('--scopes <a,b>', 'scopes to ask for (default: what the server advertises)', scopes)
+    .option('--resource <uri>', 'RFC 8707 resource indicator (default: the discovered one)')
+    .option('--issuer <url>', 'use this authorization server instead of the discovered one')
+    .option('--callback-port <port>', 'port of the loopback login redirect (default: a free one)', port)
+    .option('--no-browser', 'print the login URL instead of opening a browser')
+    .option('--device-code', 'log in with a code on another device (RFC 8628), for machines without a browser')
+    .option('--foreground', 'serve here, with readable logs, instead of in the background')
+    .option('--header <K: V>', 'an extra header on every upstream request (repeatable; not for secrets)', header, {})
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ tether run https://mcp.example.com/mcp --name work\n  $ tether run https://mcp.example.com/mcp --client-id my-app --client-secret-file ~/.config/my-app.secret',
+    )
+    .action(async (argument: string | undefined, options: Record<string, unknown>) => {
+      const remote = argument ?? (options['remoteUrl'] as string | undefined);
+      if (remote === undefined) throw new InvalidArgumentError('give the remote MCP URL: tether run <remote-url>');
+      if (argument !== undefined && options['remoteUrl'] !== undefined && options['remoteUrl'] !== argument) {
+        throw new InvalidArgumentError('two different remote URLs were given (argument and --remote-url)');
+      }
+      const opt = <T>(key: string): T | undefined => options[key] as T | undefined;
+      const given = <K extends string, T>(key: K, value: T | undefined): { [P in K]?: T } =>
+        (value === undefined ? {} : { [key]: value }) as { [P in K]?: T };
+      await run(io, remote, {
+        ...given('name', opt<string>('name')),
+        port: opt<number>('port') ?? 0,
+        host: opt<string>('host') ?? '127.0.0.1',
+        ...given('clientId', opt<string>('clientId')),
+        ...given('clientSecretFile', opt<string>('clientSecretFile')),
+        ...given('scopes', opt<string[]>('scopes')),
+        ...given('resource', opt<string>('resource')),
+        ...given('issuer', opt<string>('issuer')),
+        ...given('callbackPort', opt<number>('callbackPort')),
+        openBrowser: opt<boolean>('browser') !== false,
+        deviceCode: opt<boolean>('deviceCode') === true,
+        foreground: opt<boolean>('foreground') === true,
+        headers: opt<Record<string, string>>('header') ?? {},
+      });
+    });
+
+  program
+    .command('list')
+    .description('every workload and its status (a dead process shows as error)')
+    .option('--all', 'include stopped workloads')
+    .option('--json', 'JSON: an array of status objects (fields in the README)')
+    .action(async (options: { all?: boolean; json?: boolean }) => {
+      await list(io, { all: options.all === true, json: options.json === true });
+    });
+
+  program
+    .command('status')
+    .description('details of one workload and its recent timeline')
+    .argument('<name>')
+    .option('--json', 'JSON: the status object with its recent events')
+    .action(async (name: string, options: { json?: boolean }) => {
+      await status(io, name, { json: options.json === true });
+    });
+
+  program
+    .command('logs')
+    .description("a workload's event log (refresh attempts, status changes, failed requests; never tokens)")
+    .argument('<name>')
+    .option('-f, --follow', 'keep printing new events')
+    .option('--json', 'print the JSON lines as stored')
+    .action(async (name: string, options: { follow?: boolean; json?: boolean }) => {
+      await logs(io, name, { follow: options.follow === true, json: options.json === true });
+    });
+
+  program
+    .command('stop')
+    .description('stop a workload (its credentials stay)')
+    .argument('<name>')
+    .action((name: string) => stop(io, name));
+  program
+    .command('start')
+    .description('start a stopped workload with its stored credentials (no browser)')
+    .argument('<name>')
+    .action((name: string) => start(io, name));
+  program
+    .command('restart')
+    .description('stop and start a workload (no browser while its refresh token is good)')
+    .argument('<name>')
+    .action((name: string) => restart(io, name));
+  program
+    .command('rm')
+    .description('stop a workload and delete it with its stored credentials')
+    .argument('<name>')
+    .action((name: string) => remove(io, name));
+
+  program
+    .command('login')
+    .description('log in again and hand the new credentials to the running workload (same port, no restart)')
+    .argument('<name>')
+    .option('--reregister', 'register a new client first (when the cached registration is stale)')
+    .option('--no-browser', 'print the login URL instead of opening a browser')
+    .option('--device-code', 'log in with a code on another device (RFC 8628)')
+    .option('--callback-port <port>', 'port of the loopback login redirect', port)
+    .action(
+      async (
+        name: string,
+        options: { reregister?: boolean; browser?: boolean; deviceCode?: boolean; callbackPort?: number },
+      ) => {
+        await loginAgain(io, name, {
+          reregister: options.reregister === true,
+          openBrowser: options.browser !== false,
+          deviceCode: options.deviceCode === true,
+          ...(options.callbackPort !== undefined && { callbackPort: options.callbackPort }),
+        });
+      },
+    );
+
+  program
+    .command('refresh')
+    .description('attempt a token refresh now')
+    .argument('<name>')
+    .action((name: string) => refresh(io, name));
+
+  program
+    .command('connect')
+    .description('a stdio bridge to a workload, for MCP clients that only speak stdio (use as their command)')
+    .argument('<name>')
+    // Loaded on use: the MCP SDK (and, for the demo, the authorization server) would slow every other command.
+    .action(async (name: string) => (await import('./connect.js')).connect(io, name));
 
   program
     .command('demo')
-    .description('the whole story on loopback, no setup (coming: see the README)')
-    .action(() => {
-      process.stdout.write(
-        'tether demo is coming: the local OAuth-protected MCP server, the workload and the outage\n' +
-          'land with the workloads release. The token keeper, OAuth and the credential store are in place; `npm test` shows them at work.\n',
-      );
-    });
+    .description('the whole story on loopback, no setup: login, a WAF outage across a token expiry, recovery')
+    .action(async () => (await import('./demo.js')).demo(io));
+
+  program.addCommand(
+    new Command(SERVE_COMMAND).argument('<name>').action((name: string) => serve(io, name)),
+    { hidden: true },
+  );
 
   return program;
 }
 
+const io: Io = { stdout: process.stdout, stderr: process.stderr, env: process.env };
 try {
-  await buildProgram().parseAsync(process.argv);
+  await buildProgram(io).parseAsync(process.argv);
 } catch (error) {
-  if (error instanceof CommanderError) {
+  if (error instanceof InvalidArgumentError) {
+    // Thrown by an action: commander has not printed it.
+    process.stderr.write(`tether: ${error.message}\n(run \`tether --help\` for usage)\n`);
+    process.exitCode = 2;
+  } else if (error instanceof CommanderError) {
     process.exitCode = error.exitCode === 0 ? 0 : 2;
   } else {
-    process.stderr.write(`tether: ${error instanceof Error ? error.message : String(error)}\n`);
+    const code = error instanceof TetherError ? ` [${error.code}]` : '';
+    process.stderr.write(`tether: ${error instanceof Error ? error.message : String(error)}${code}\n`);
     process.exitCode = 1;
   }
 }

@@ -14,8 +14,12 @@ export interface Clock {
   now(): number;
   /** Monotonic time in milliseconds from an arbitrary origin. */
   monotonic(): number;
-  /** Calls `callback` once, `delayMs` of monotonic time from now. */
-  setTimeout(callback: () => void, delayMs: number): TimerHandle;
+  /**
+   * Calls `callback` once, `delayMs` of monotonic time from now. A real
+   * clock's timer does not keep the process alive unless `keepAlive` is set
+   * (a command waiting for something has nothing else to keep it alive).
+   */
+  setTimeout(callback: () => void, delayMs: number, options?: { readonly keepAlive?: boolean }): TimerHandle;
   /** Cancels a timer; cancelling a fired or cancelled timer does nothing. */
   clearTimeout(handle: TimerHandle): void;
 }

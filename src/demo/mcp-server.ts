@@ -3,7 +3,9 @@
  * (stateful sessions) at `/mcp` on 127.0.0.1:0, demanding a bearer token — a
  * JWT from the test authorization server, verified against its keys with
  * `jose`, whose audience must be this server's URL — and serving RFC 9728
- * protected-resource metadata.
+ * protected-resource metadata. With `auth: false` it serves the same MCP
+ * endpoint without any bearer check (what tether's local proxy looks like to
+ * a client: the tests of the stdio bridge talk to it directly).
  */
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
@@ -28,6 +30,13 @@ export interface McpServerOptions {
   readonly metadataAt?: 'path' | 'root' | 'none';
   /** The metadata's `resource`; default the MCP URL. */
   readonly resource?: string;
+  /** `true` (the default): every request to `/mcp` needs a valid bearer token. */
+  readonly auth?: true;
+}
+
+/** A server without any bearer check: `/mcp` answers everyone, no metadata is served, `whoami` says `anonymous`. */
+export interface OpenMcpServerOptions {
+  readonly auth: false;
 }
 
 /** One request to `/mcp`. */
@@ -44,28 +53,48 @@ export interface TestMcpServer {
   /** Where the metadata is, per `metadataAt`. */
   readonly resourceMetadataUrl: string;
   readonly requests: readonly RecordedMcpRequest[];
+  /** How many `initialize` requests opened a session. */
+  readonly initializations: number;
+  /** How many `notifications/initialized` the sessions received. */
+  readonly initializedNotifications: number;
+  /**
+   * Ends every session, as a server does when sessions expire: their streams
+   * are closed, and a request naming one of them gets `404` from then on
+   * (what the MCP spec prescribes for an unknown session).
+   */
+  dropSessions(): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startMcpServer(options: McpServerOptions): Promise<TestMcpServer> {
+// Two signatures rather than a union: the authenticated one is the last, so that
+// `Parameters<typeof startMcpServer>[0]` (used by the tests) stays `McpServerOptions`.
+export async function startMcpServer(options: OpenMcpServerOptions): Promise<TestMcpServer>;
+// eslint-disable-next-line @typescript-eslint/unified-signatures -- see above
+export async function startMcpServer(options: McpServerOptions): Promise<TestMcpServer>;
+export async function startMcpServer(options: McpServerOptions | OpenMcpServerOptions): Promise<TestMcpServer> {
   const server = http.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const url = `${origin}/mcp`;
-  const metadataAt = options.metadataAt ?? 'path';
+  const metadataAt = options.auth === false ? 'none' : (options.metadataAt ?? 'path');
   const metadataPath =
     metadataAt === 'root' ? '/.well-known/oauth-protected-resource' : '/.well-known/oauth-protected-resource/mcp';
-  const metadata = {
-    resource: options.resource ?? url,
-    authorization_servers: [options.issuer],
-    scopes_supported: [MCP_SCOPE],
-    bearer_methods_supported: ['header'],
-  };
-  const keys = createLocalJWKSet(options.jwks);
+  const metadata =
+    options.auth === false
+      ? undefined
+      : {
+          resource: options.resource ?? url,
+          authorization_servers: [options.issuer],
+          scopes_supported: [MCP_SCOPE],
+          bearer_methods_supported: ['header'],
+        };
+  const keys = options.auth === false ? undefined : createLocalJWKSet(options.jwks);
   const sessions = new Map<string, StreamableHTTPServerTransport>();
   const requests: RecordedMcpRequest[] = [];
+  const counts = { initializations: 0, initializedNotifications: 0 };
 
   const authenticate = async (req: http.IncomingMessage): Promise<string | undefined> => {
+    if (options.auth === false || keys === undefined) return 'anonymous';
     const match = /^Bearer (\S+)$/i.exec(req.headers.authorization ?? '');
     if (match?.[1] === undefined) return undefined;
     try {
@@ -101,6 +130,7 @@ export async function startMcpServer(options: McpServerOptions): Promise<TestMcp
     const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (id) => {
+        counts.initializations += 1;
         sessions.set(id, transport);
       },
     });
@@ -111,6 +141,19 @@ export async function startMcpServer(options: McpServerOptions): Promise<TestMcp
     mcp.registerTool('whoami', { description: 'The subject of the bearer token.' }, () => ({
       content: [{ type: 'text', text: subject }],
     }));
+    mcp.registerTool(
+      'hang',
+      { description: 'Never answers; for tests of a request still in flight when its session ends.' },
+      (extra) =>
+        new Promise((_resolve, reject) => {
+          extra.signal.addEventListener('abort', () => {
+            reject(new Error('cancelled'));
+          });
+        }),
+    );
+    mcp.server.oninitialized = () => {
+      counts.initializedNotifications += 1;
+    };
     await mcp.connect(transport);
     await transport.handleRequest(req, res, body);
   };
@@ -127,7 +170,7 @@ export async function startMcpServer(options: McpServerOptions): Promise<TestMcp
     }
     void authenticate(req).then(async (subject) => {
       if (subject === undefined) {
-        const challenge = options.challenge ?? 'resource_metadata';
+        const challenge = options.auth === false ? 'none' : (options.challenge ?? 'resource_metadata');
         const headers: Record<string, string> = { 'content-type': 'application/json' };
         if (challenge === 'resource_metadata') {
           headers['www-authenticate'] = `Bearer resource_metadata="${origin}${metadataPath}", scope="${MCP_SCOPE}"`;
@@ -149,6 +192,17 @@ export async function startMcpServer(options: McpServerOptions): Promise<TestMcp
     url,
     resourceMetadataUrl: `${origin}${metadataPath}`,
     requests,
+    get initializations() {
+      return counts.initializations;
+    },
+    get initializedNotifications() {
+      return counts.initializedNotifications;
+    },
+    async dropSessions() {
+      const ended = [...sessions.values()];
+      sessions.clear();
+      await Promise.all(ended.map((transport) => transport.close()));
+    },
     async close() {
       await Promise.all([...sessions.values()].map((transport) => transport.close()));
       await closeServer(server);

@@ -1,0 +1,40 @@
+/**
+ * Local URLs ⇄ remote URLs. Pure; the remote's origin is the only one a
+ * request is ever sent to.
+ */
+
+/** The local path that stands for the remote MCP endpoint. */
+export const LOCAL_MCP_PATH = '/mcp';
+
+/**
+ * Where a local request goes: `/mcp` to the remote MCP URL (its path and
+ * query, the local query appended), any other path P to the remote's origin
+ * + P — the legacy SSE transport posts to the path its `endpoint` event names
+ * (`/messages?sessionId=…`). Only the request target's path and query count:
+ * an absolute-form target (`GET http://elsewhere/ HTTP/1.1`) never picks the
+ * origin.
+ */
+export function upstreamUrl(remote: URL, requestTarget: string): URL {
+  const local = new URL(requestTarget, 'http://localhost');
+  const target = new URL(remote.href);
+  target.hash = '';
+  if (local.pathname !== LOCAL_MCP_PATH) {
+    target.pathname = local.pathname;
+    target.search = local.search;
+  } else if (local.search !== '') {
+    target.search = target.search === '' ? local.search : `${target.search}&${local.search.slice(1)}`;
+  }
+  return target;
+}
+
+/**
+ * A URL the remote handed out (a legacy SSE `endpoint`, a `Location`) as the
+ * client must use it: an absolute URL on the remote's origin moves to
+ * `localOrigin` (same path, query and fragment), anything else — relative
+ * URLs, other origins — is returned unchanged.
+ */
+export function localizeUrl(value: string, remote: URL, localOrigin: string): string {
+  if (!URL.canParse(value)) return value;
+  const url = new URL(value);
+  return url.origin === remote.origin ? `${localOrigin}${url.pathname}${url.search}${url.hash}` : value;
+}

@@ -1,0 +1,103 @@
+import { spawn } from 'node:child_process';
+import { open } from 'node:fs/promises';
+import type { Clock } from '../clock/clock.js';
+import { TetherError } from '../errors.js';
+import { readIfExists } from '../store/files.js';
+import type { WorkloadFiles } from './files.js';
+import { effectiveStatus, isAlive, readStatus, type WorkloadStatus, type WorkloadStatusKind } from './status.js';
+
+/** The hidden CLI command that runs a workload's process. */
+export const SERVE_COMMAND = '__serve';
+
+/** How long `run`/`start` wait for a new workload process to serve. */
+export const START_TIMEOUT_MS = 30_000;
+
+/** How long `stop` waits for a graceful exit before it kills the process. */
+export const STOP_TIMEOUT_MS = 10_000;
+
+/** Statuses in which a workload serves its endpoint. */
+const SERVING: ReadonlySet<WorkloadStatusKind> = new Set(['running', 'auth_retrying', 'unauthenticated']);
+
+function sleep(clock: Clock, ms: number): Promise<void> {
+  return new Promise((resolve) => clock.setTimeout(resolve, ms, { keepAlive: true }));
+}
+
+/**
+ * Starts the workload's process, detached from the terminal (it outlives the
+ * command that started it), with this CLI's own entry point and the caller's
+ * environment; its stderr goes to the workload's `stderr.log`. Returns its pid.
+ */
+export async function spawnWorkload(files: WorkloadFiles, env: NodeJS.ProcessEnv): Promise<number> {
+  const entry = process.argv[1];
+  if (entry === undefined) throw new TetherError('ERR_SPAWN', 'cannot tell which script this CLI runs from');
+  const stderr = await open(files.stderr, 'w', 0o600);
+  try {
+    const child = spawn(process.execPath, [...process.execArgv, entry, SERVE_COMMAND, files.name], {
+      detached: true,
+      stdio: ['ignore', 'ignore', stderr.fd],
+      env,
+      windowsHide: true,
+    });
+    if (child.pid === undefined) throw new TetherError('ERR_SPAWN', 'the workload process could not be started');
+    child.unref();
+    return child.pid;
+  } finally {
+    await stderr.close();
+  }
+}
+
+/**
+ * Waits until the workload process `pid` serves (its status file says so),
+ * or fails, or exits. Rejects with `ERR_WORKLOAD_START` carrying the
+ * process's own reason, or the end of its stderr.
+ */
+export async function waitUntilServing(
+  files: WorkloadFiles,
+  pid: number,
+  clock: Clock,
+  timeoutMs = START_TIMEOUT_MS,
+): Promise<WorkloadStatus> {
+  const deadline = clock.monotonic() + timeoutMs;
+  for (;;) {
+    const status = await readStatus(files);
+    if (status?.pid === pid && SERVING.has(status.status)) return status;
+    if (status?.pid === pid && status.status === 'error') {
+      throw new TetherError('ERR_WORKLOAD_START', `the workload could not start: ${status.statusReason}`);
+    }
+    if (!isAlive(pid)) {
+      const stderr = ((await readIfExists(files.stderr)) ?? '').trim().split('\n').slice(-8).join('\n');
+      throw new TetherError(
+        'ERR_WORKLOAD_START',
+        `the workload process exited before serving${stderr === '' ? '' : `:\n${stderr}`}\n(see ${files.stderr})`,
+      );
+    }
+    if (clock.monotonic() > deadline) {
+      throw new TetherError(
+        'ERR_WORKLOAD_START',
+        `the workload process (pid ${String(pid)}) did not serve within ${String(timeoutMs / 1000)}s; see \`tether logs ${files.name}\``,
+      );
+    }
+    await sleep(clock, 100);
+  }
+}
+
+/**
+ * Stops the workload's process: `SIGTERM` (a graceful stop: the keeper's
+ * saves land, the status says `stopped`), then `SIGKILL` after
+ * {@link STOP_TIMEOUT_MS}. Returns whether a process was running.
+ */
+export async function stopWorkloadProcess(files: WorkloadFiles, clock: Clock): Promise<boolean> {
+  const status = await readStatus(files);
+  const pid = status === undefined ? undefined : effectiveStatus(status).pid;
+  if (pid === undefined) return false;
+  process.kill(pid, 'SIGTERM');
+  const deadline = clock.monotonic() + STOP_TIMEOUT_MS;
+  while (isAlive(pid)) {
+    if (clock.monotonic() > deadline) {
+      process.kill(pid, 'SIGKILL');
+      break;
+    }
+    await sleep(clock, 50);
+  }
+  return true;
+}

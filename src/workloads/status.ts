@@ -1,0 +1,133 @@
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { KeeperSnapshot } from '../keeper/types.js';
+import { hasCode, readIfExists, writeFileAtomic } from '../store/files.js';
+import { WORKLOAD_NAME_PATTERN } from '../store/paths.js';
+import { WorkloadFiles } from './files.js';
+
+/** A workload's status (DESIGN §7). */
+export type WorkloadStatusKind =
+  | 'starting'
+  | 'running'
+  | 'auth_retrying'
+  | 'unauthenticated'
+  | 'stopping'
+  | 'stopped'
+  | 'error';
+
+/**
+ * The status file (DESIGN §7), and the fields of `tether list --json` and
+ * `tether status --json`. Times are ISO 8601 strings. Stable: fields may be
+ * added, never renamed or removed.
+ */
+export interface WorkloadStatus {
+  readonly name: string;
+  readonly remoteUrl: string;
+  /** The local endpoint to give MCP clients; absent until the process serves. */
+  readonly proxyUrl?: string;
+  readonly port?: number;
+  /** The workload process; absent once stopped. */
+  readonly pid?: number;
+  readonly status: WorkloadStatusKind;
+  readonly statusReason: string;
+  readonly statusSince: string;
+  readonly refresh: {
+    /** `ok`, `degraded` (failing, a valid token still served), `failing` (none left), `given_up`. */
+    readonly state: KeeperSnapshot['refresh']['state'];
+    readonly failingSince?: string;
+    readonly lastError?: string;
+    readonly lastErrorClass?: 'transient' | 'permanent';
+    readonly nextAttemptAt?: string;
+  };
+  readonly token: { readonly expiresAt?: string };
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+/** ISO 8601 of a wall-clock time in ms. */
+export function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+/** The status fields the keeper decides, from its snapshot. */
+export function keeperFields(snapshot: KeeperSnapshot): Pick<WorkloadStatus, 'refresh' | 'token'> {
+  const { refresh, token } = snapshot;
+  return {
+    refresh: {
+      state: refresh.state,
+      ...(refresh.failingSince !== undefined && { failingSince: iso(refresh.failingSince) }),
+      ...(refresh.lastError !== undefined && { lastError: refresh.lastError }),
+      ...(refresh.lastErrorClass !== undefined && { lastErrorClass: refresh.lastErrorClass }),
+      ...(refresh.nextAttemptAt !== undefined && { nextAttemptAt: iso(refresh.nextAttemptAt) }),
+    },
+    token: token.expiresAt !== undefined ? { expiresAt: iso(token.expiresAt) } : {},
+  };
+}
+
+/** Writes the status file atomically (`0600`). */
+export function writeStatus(files: WorkloadFiles, status: WorkloadStatus): Promise<void> {
+  return writeFileAtomic(files.status, `${JSON.stringify(status, null, 2)}\n`);
+}
+
+/** The status file as written, or `undefined` when there is none or it cannot be parsed. */
+export async function readStatus(files: WorkloadFiles): Promise<WorkloadStatus | undefined> {
+  const text = await readIfExists(files.status);
+  if (text === undefined) return undefined;
+  try {
+    const value = JSON.parse(text) as unknown;
+    return typeof value === 'object' && value !== null && (value as { name?: unknown }).name === files.name
+      ? (value as WorkloadStatus)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True while a process with this pid exists (a signal-0 probe). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return hasCode(error, 'EPERM');
+  }
+}
+
+/** Statuses in which the workload's process should be alive. */
+const LIVE: ReadonlySet<WorkloadStatusKind> = new Set([
+  'starting',
+  'running',
+  'auth_retrying',
+  'unauthenticated',
+  'stopping',
+]);
+
+/**
+ * The status to show: the file's, except that a workload whose process is
+ * gone while the file says it lives is `error` (DESIGN §7: a dead process is
+ * never shown as `running`).
+ */
+export function effectiveStatus(status: WorkloadStatus, alive: (pid: number) => boolean = isAlive): WorkloadStatus {
+  if (!LIVE.has(status.status)) return status;
+  if (status.pid !== undefined && alive(status.pid)) return status;
+  const { pid: _pid, ...rest } = status;
+  return {
+    ...rest,
+    status: 'error',
+    statusReason: `the workload process${status.pid === undefined ? '' : ` (pid ${String(status.pid)})`} is not running: it exited or was killed while ${status.status}; run \`tether restart ${status.name}\``,
+  };
+}
+
+/** The names of the workloads in the state directory, sorted. */
+export async function workloadNames(stateDir: string): Promise<string[]> {
+  try {
+    const entries = await readdir(path.join(stateDir, 'workloads'), { withFileTypes: true });
+    return entries
+      .filter((entry) => entry.isDirectory() && WORKLOAD_NAME_PATTERN.test(entry.name))
+      .map((entry) => entry.name)
+      .sort();
+  } catch (error) {
+    if (hasCode(error, 'ENOENT')) return [];
+    throw error;
+  }
+}

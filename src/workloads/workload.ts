@@ -1,0 +1,237 @@
+import type http from 'node:http';
+import type { Clock } from '../clock/clock.js';
+import { systemClock } from '../clock/system.js';
+import { keeperConfigFromEnv } from '../config/keeper-config.js';
+import { TetherError } from '../errors.js';
+import { watchNetwork, watchWake, type Watcher } from '../keeper/detectors.js';
+import { TokenKeeper } from '../keeper/keeper.js';
+import type { KeeperEvent, RefreshFunction } from '../keeper/types.js';
+import { readClientSecret } from '../oauth/client-secret.js';
+import { HttpClient } from '../oauth/http.js';
+import { createRefreshFunction } from '../oauth/refresh.js';
+import { type ClientRegistration, staticClient } from '../oauth/registration.js';
+import { type RunningProxy, startProxy } from '../proxy/proxy.js';
+import { hasCode } from '../store/files.js';
+import type { CredentialStore } from '../store/store.js';
+import { startControlServer } from './control.js';
+import { EventLog, formatRecord, keeperRecord, type LogRecord } from './events.js';
+import { WorkloadFiles } from './files.js';
+import { WorkloadMetrics } from './metrics.js';
+import { loadSpec, saveSpec, type WorkloadSpec } from './spec.js';
+import { iso, keeperFields, type WorkloadStatus, type WorkloadStatusKind, writeStatus } from './status.js';
+
+/** How many recent events the live status carries (`tether status`). */
+const RECENT_EVENTS = 30;
+
+/** Options of {@link serveWorkload}. */
+export interface ServeOptions {
+  readonly store: CredentialStore;
+  readonly name: string;
+  /** Where the keeper's settings and a static client's secret are read from. */
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly clock?: Clock;
+  /** Also gets every log record in the readable form (`--foreground`). */
+  readonly echo?: (line: string) => void;
+}
+
+/** A workload serving in this process. */
+export interface RunningWorkload {
+  readonly proxyUrl: string;
+  /** Stops it: status `stopping`, the endpoint closed, the keeper stopped (saves landed), status `stopped`. */
+  stop(): Promise<void>;
+}
+
+/** The client the workload refreshes with: the cached dynamic registration or the user's static client. */
+async function loadClient(store: CredentialStore, spec: WorkloadSpec, env: ServeOptions['env']): Promise<ClientRegistration> {
+  const as = spec.authorizationServer;
+  if (spec.client.kind === 'static') {
+    const clientSecret = await readClientSecret(spec.client.clientSecretFile, env);
+    return staticClient(as, { clientId: spec.client.clientId, ...(clientSecret !== undefined && { clientSecret }) });
+  }
+  const registration = await store.loadRegistration(as.issuer);
+  if (registration === undefined) {
+    throw new TetherError(
+      'ERR_NO_CLIENT',
+      `no client registration is stored for ${as.issuer}; run \`tether login ${spec.name}\` to register and log in again`,
+    );
+  }
+  return registration;
+}
+
+/**
+ * Runs a workload (DESIGN §7) in this process: the token keeper on the
+ * stored credentials, the local MCP endpoint, the control channel, the
+ * network and wake detectors, the status file and the event log. Needs
+ * neither the network nor a person to start: everything comes from the
+ * store. Resolves once the endpoint serves.
+ */
+export async function serveWorkload(options: ServeOptions): Promise<RunningWorkload> {
+  const { store, name, env } = options;
+  const clock = options.clock ?? systemClock;
+  const files = new WorkloadFiles(store.dir, name);
+  const loaded = await loadSpec(store, name);
+  if (loaded === undefined) {
+    throw new TetherError('ERR_NO_WORKLOAD', `there is no workload named ${name}; see \`tether list --all\``);
+  }
+  let spec = loaded;
+  const log = new EventLog(files);
+  const metrics = new WorkloadMetrics();
+  const recent: LogRecord[] = [];
+  const record = (entry: LogRecord): void => {
+    recent.push(entry);
+    if (recent.length > RECENT_EVENTS) recent.shift();
+    void log.append(entry);
+    options.echo?.(formatRecord(entry));
+  };
+  const note = (event: string, message: string): void => {
+    record({ time: iso(clock.now()), type: 'workload', event, message });
+  };
+
+  let kind: WorkloadStatusKind = 'starting';
+  let reason = 'starting';
+  let since = clock.now();
+  let proxy: RunningProxy | undefined;
+  let keeper: TokenKeeper | undefined;
+  const compose = (): WorkloadStatus => ({
+    name,
+    remoteUrl: spec.remoteUrl,
+    ...(proxy !== undefined && { proxyUrl: proxy.url, port: proxy.port }),
+    ...(kind !== 'stopped' && { pid: process.pid }),
+    status: kind,
+    statusReason: reason,
+    statusSince: iso(since),
+    ...(keeper === undefined ? { refresh: { state: 'ok' as const }, token: {} } : keeperFields(keeper.snapshot())),
+    createdAt: spec.createdAt,
+    updatedAt: iso(clock.now()),
+  });
+  let writing = Promise.resolve();
+  const publish = (): Promise<void> => {
+    const status = compose();
+    writing = writing.then(() => writeStatus(files, status)).catch(() => undefined);
+    return writing;
+  };
+  const setStatus = (next: WorkloadStatusKind, why: string): Promise<void> => {
+    if (next !== kind) since = clock.now();
+    kind = next;
+    reason = why;
+    return publish();
+  };
+
+  await setStatus('starting', 'starting');
+  note('starting', `pid ${String(process.pid)}, remote ${spec.remoteUrl}`);
+  const http = new HttpClient({ clock });
+  const watchers: Watcher[] = [];
+  let control: http.Server | undefined;
+  try {
+    let refresh: RefreshFunction = createRefreshFunction({
+      http,
+      authorizationServer: spec.authorizationServer,
+      client: await loadClient(store, spec, env),
+      resource: spec.resource,
+    });
+    const running = new TokenKeeper({
+      clock,
+      config: keeperConfigFromEnv(env),
+      refresh: (refreshToken, signal) => refresh(refreshToken, signal),
+      store: store.keeperStore(name),
+      status: (status, why) => void setStatus(status, why),
+      dynamicClient: spec.client.kind === 'dynamic',
+      name,
+      resetTransport: () => {
+        http.resetTransport();
+      },
+    });
+    keeper = running;
+    running.on((event: KeeperEvent) => {
+      metrics.observe(event);
+      record(keeperRecord(event));
+      if (event.type !== 'status') void publish(); // a status event is published by the sink
+    });
+    await running.start();
+
+    proxy = await startProxy({
+      remoteUrl: new URL(spec.remoteUrl),
+      tokens: running,
+      workloadName: name,
+      host: spec.host,
+      port: spec.port,
+      headers: spec.headers,
+      onRequest: (request) => {
+        metrics.request(request.status);
+        if (request.status >= 400 || !request.upstream) {
+          record({ time: iso(clock.now()), type: 'proxy', ...request });
+        }
+      },
+    }).catch((error: unknown) => {
+      if (hasCode(error, 'EADDRINUSE')) {
+        throw new TetherError(
+          'ERR_PORT_IN_USE',
+          `port ${String(spec.port)} on ${spec.host} is in use by another program; stop it, or remove this workload (\`tether rm ${name}\`) and run it again with another --port`,
+        );
+      }
+      throw error;
+    });
+    if (spec.port !== proxy.port) {
+      spec = { ...spec, port: proxy.port }; // the same port after every restart: client configs stay valid
+      await saveSpec(store, spec);
+    }
+
+    control = await startControlServer(files.controlSocket, {
+      status: () => ({ ...compose(), events: recent }),
+      refresh: async () => {
+        await running.trigger('manual');
+        return compose();
+      },
+      reload: async () => {
+        const tokens = await store.loadTokens(name);
+        if (tokens === undefined) throw new TetherError('ERR_NO_CREDENTIALS', 'no credentials are stored');
+        refresh = createRefreshFunction({
+          http,
+          authorizationServer: spec.authorizationServer,
+          client: await loadClient(store, spec, env),
+          resource: spec.resource,
+        });
+        running.setTokens(tokens);
+        note('reloaded', 'new credentials from `tether login` are in use');
+        await publish();
+        return compose();
+      },
+      metrics: () => metrics.render(name, kind, since, clock.now()),
+    });
+    watchers.push(
+      watchNetwork({ clock, onChange: () => void running.trigger('network') }),
+      watchWake({ clock, onWake: () => void running.trigger('wake') }),
+    );
+    await setStatus(running.status, running.snapshot().statusReason || 'serving');
+    note('serving', `${proxy.url} → ${spec.remoteUrl}`);
+    return {
+      proxyUrl: proxy.url,
+      async stop() {
+        await setStatus('stopping', 'stopping');
+        note('stopping', 'stop requested');
+        await shutdown();
+        await setStatus('stopped', 'stopped');
+        note('stopped', 'stopped');
+        await log.flushed();
+      },
+    };
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    await shutdown();
+    await setStatus('error', message);
+    note('error', message);
+    await log.flushed();
+    throw error;
+  }
+
+  async function shutdown(): Promise<void> {
+    for (const watcher of watchers) watcher.stop();
+    await proxy?.close();
+    await new Promise<void>((resolve) => {
+      if (control === undefined) resolve();
+      else control.close(() => resolve());
+    });
+    await keeper?.stop();
+    await http.close();
+  }
+}
