@@ -45,6 +45,24 @@ recovers by itself), unauthenticated (run \`tether login NAME\`), starting,
 stopping, stopped, error (the process died; run \`tether restart NAME\`).
 Exit codes: 0 ok, 1 the operation failed, 2 usage error.`;
 
+/** `tether run`'s options as commander parses them. */
+interface RawRunOptions {
+  readonly remoteUrl?: string;
+  readonly name?: string;
+  readonly port: number;
+  readonly host: string;
+  readonly clientId?: string;
+  readonly clientSecretFile?: string;
+  readonly scopes?: string[];
+  readonly resource?: string;
+  readonly issuer?: string;
+  readonly callbackPort?: number;
+  readonly browser: boolean;
+  readonly deviceCode?: boolean;
+  readonly foreground?: boolean;
+  readonly header: Record<string, string>;
+}
+
 /**
  * The `tether` command (DESIGN §8). Exit codes: 0 ok, 1 operation failed,
  * 2 usage error.
@@ -84,29 +102,19 @@ export function buildProgram(io: Io): Command {
       'after',
       '\nExample:\n  $ tether run https://mcp.example.com/mcp --name work\n  $ tether run https://mcp.example.com/mcp --client-id my-app --client-secret-file ~/.config/my-app.secret',
     )
-    .action(async (argument: string | undefined, options: Record<string, unknown>) => {
-      const remote = argument ?? (options['remoteUrl'] as string | undefined);
+    .action(async (argument: string | undefined, options: RawRunOptions) => {
+      const remote = argument ?? options.remoteUrl;
       if (remote === undefined) throw new InvalidArgumentError('give the remote MCP URL: tether run <remote-url>');
-      if (argument !== undefined && options['remoteUrl'] !== undefined && options['remoteUrl'] !== argument) {
+      if (argument !== undefined && options.remoteUrl !== undefined && options.remoteUrl !== argument) {
         throw new InvalidArgumentError('two different remote URLs were given (argument and --remote-url)');
       }
-      const opt = <T>(key: string): T | undefined => options[key] as T | undefined;
-      const given = <K extends string, T>(key: K, value: T | undefined): { [P in K]?: T } =>
-        (value === undefined ? {} : { [key]: value }) as { [P in K]?: T };
+      const { remoteUrl, browser, deviceCode, foreground, header: headers, ...rest } = options;
       await run(io, remote, {
-        ...given('name', opt<string>('name')),
-        port: opt<number>('port') ?? 0,
-        host: opt<string>('host') ?? '127.0.0.1',
-        ...given('clientId', opt<string>('clientId')),
-        ...given('clientSecretFile', opt<string>('clientSecretFile')),
-        ...given('scopes', opt<string[]>('scopes')),
-        ...given('resource', opt<string>('resource')),
-        ...given('issuer', opt<string>('issuer')),
-        ...given('callbackPort', opt<number>('callbackPort')),
-        openBrowser: opt<boolean>('browser') !== false,
-        deviceCode: opt<boolean>('deviceCode') === true,
-        foreground: opt<boolean>('foreground') === true,
-        headers: opt<Record<string, string>>('header') ?? {},
+        ...rest,
+        openBrowser: browser,
+        deviceCode: deviceCode === true,
+        foreground: foreground === true,
+        headers,
       });
     });
 

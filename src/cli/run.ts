@@ -130,10 +130,15 @@ export async function serveInForeground(io: Io, store: CredentialStore, name: st
       },
     }),
   });
-  if (echo) io.stdout.write(`Serving ${workload.proxyUrl} (Ctrl-C stops it)\n\n${clientSnippets(name, workload.proxyUrl)}`);
+  if (echo)
+    io.stdout.write(`Serving ${workload.proxyUrl} (Ctrl-C stops it)\n\n${clientSnippets(name, workload.proxyUrl)}`);
   await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => {
+      resolve();
+    });
+    process.once('SIGTERM', () => {
+      resolve();
+    });
   });
   await workload.stop();
 }

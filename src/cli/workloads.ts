@@ -88,7 +88,7 @@ export async function stop(io: Io, name: string): Promise<void> {
   const after = await currentStatus(files, spec);
   if (after.status !== 'stopped') {
     // Killed, or it died while stopping: the file must not keep saying it runs.
-    const { pid: _gone, ...rest } = after;
+    const { pid, ...rest } = after;
     await writeStatus(files, {
       ...rest,
       status: 'stopped',
@@ -156,7 +156,8 @@ export async function status(io: Io, name: string, options: { json: boolean }): 
     const live = await controlRequest(files.controlSocket, 'GET', '/status', 5000).catch(() => undefined);
     if (live?.status === 200) current = JSON.parse(live.body) as typeof current;
   }
-  const events = (current.events as Awaited<ReturnType<typeof readEvents>> | undefined) ?? (await readEvents(files, 30));
+  const events =
+    (current.events as Awaited<ReturnType<typeof readEvents>> | undefined) ?? (await readEvents(files, 30));
   if (options.json) {
     io.stdout.write(`${JSON.stringify({ ...current, events }, null, 2)}\n`);
     return;
@@ -239,11 +240,7 @@ export async function refresh(io: Io, name: string): Promise<void> {
  * `tether login NAME`: a new login; the credentials are saved and, when the
  * workload runs, taken into use through its control channel — same port, no restart.
  */
-export async function loginAgain(
-  io: Io,
-  name: string,
-  options: { reregister: boolean } & LoginChoice,
-): Promise<void> {
+export async function loginAgain(io: Io, name: string, options: { reregister: boolean } & LoginChoice): Promise<void> {
   const { store, files, spec } = await openWorkload(io, name);
   const http = new HttpClient({ clock });
   try {

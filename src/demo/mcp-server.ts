@@ -143,13 +143,21 @@ export async function startMcpServer(options: McpServerOptions | OpenMcpServerOp
     }));
     mcp.registerTool(
       'hang',
-      { description: 'Never answers; for tests of a request still in flight when its session ends.' },
-      (extra) =>
-        new Promise((_resolve, reject) => {
+      {
+        description:
+          'Never answers (a progress notification first, when asked for one); for tests of a request in flight when its session ends.',
+      },
+      async (extra) => {
+        const progressToken = extra._meta?.progressToken;
+        if (progressToken !== undefined) {
+          await extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress: 0 } });
+        }
+        return new Promise<never>((_resolve, reject) => {
           extra.signal.addEventListener('abort', () => {
             reject(new Error('cancelled'));
           });
-        }),
+        });
+      },
     );
     mcp.server.oninitialized = () => {
       counts.initializedNotifications += 1;

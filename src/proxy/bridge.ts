@@ -158,11 +158,11 @@ interface InFlight {
   sent: boolean;
 }
 
-type Response = JSONRPCResultResponse | JSONRPCErrorResponse;
+type RpcResponse = JSONRPCResultResponse | JSONRPCErrorResponse;
 
 /** The bridge's own request (a replayed `initialize`) waiting for its answer. */
 interface Waiter {
-  readonly resolve: (response: Response) => void;
+  readonly resolve: (response: RpcResponse) => void;
   readonly reject: (error: Error) => void;
   readonly timer: TimerHandle;
 }
@@ -239,30 +239,26 @@ class StdioBridge {
 
   /** Sends one message from the client upstream; a request that cannot be delivered is answered with an error. */
   async #forward(message: JSONRPCMessage): Promise<void> {
-    const request = isJSONRPCRequest(message) ? message : undefined;
-    let session: Session;
+    let session: Session | undefined;
     try {
       session = await this.#sessionFor(message);
-      if (request !== undefined) this.#inFlight.set(request.id, { session, sent: false });
-      await this.#send(session, message);
+      await this.#deliver(session, message);
       return;
     } catch (error) {
-      if (!this.#mayResend(message, error)) {
+      if (session === undefined || !this.#mayResend(message, session, error)) {
         this.#fail(message, error);
         return;
       }
     }
     try {
-      session = await this.#renew(session, 'the server answered 404 for it');
-      if (request !== undefined) this.#inFlight.set(request.id, { session, sent: false });
-      await this.#send(session, message);
+      await this.#deliver(await this.#renew(session, 'the server answered 404 for it'), message);
     } catch (error) {
       this.#fail(message, error);
     }
   }
 
   async #sessionFor(message: JSONRPCMessage): Promise<Session> {
-    if (isInitializeRequest(message)) {
+    if (isInitialize(message)) {
       // The client starts (over): a new session, whatever there was before.
       await this.#renewal?.catch(() => undefined);
       this.#initialize = message;
@@ -279,7 +275,8 @@ class StdioBridge {
     return this.#open();
   }
 
-  async #send(session: Session, message: JSONRPCMessage): Promise<void> {
+  async #deliver(session: Session, message: JSONRPCMessage): Promise<void> {
+    if (isJSONRPCRequest(message)) this.#inFlight.set(message.id, { session, sent: false });
     await session.transport.send(message);
     if (isJSONRPCRequest(message)) {
       const entry = this.#inFlight.get(message.id);
@@ -292,10 +289,11 @@ class StdioBridge {
    * unless it is a response to the server (the new session never asked) or
    * an `initialize` (nothing to replay yet).
    */
-  #mayResend(message: JSONRPCMessage, error: unknown): boolean {
-    if (this.#closing || this.#initialize === undefined || isInitializeRequest(message)) return false;
+  #mayResend(message: JSONRPCMessage, session: Session, error: unknown): boolean {
+    if (this.#closing || this.#initialize === undefined || isInitialize(message)) return false;
     if (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) return false;
-    return isSessionExpiry(error) || (this.#inFlight.get(requestId(message))?.session.retired ?? false);
+    // Retired: a renewal closed its transport while the message was on its way.
+    return isSessionExpiry(error) || session.retired;
   }
 
   /** Single flight: every message that finds `failed` ended waits for the same new session. */
@@ -342,8 +340,8 @@ class StdioBridge {
   }
 
   /** Sends the bridge's own request and waits (bounded) for its answer, which the client never sees. */
-  async #call(session: Session, request: JSONRPCRequest): Promise<Response> {
-    const answer = new Promise<Response>((resolve, reject) => {
+  async #call(session: Session, request: JSONRPCRequest): Promise<RpcResponse> {
+    const answer = new Promise<RpcResponse>((resolve, reject) => {
       const timer = this.#clock.setTimeout(() => {
         this.#waiters.delete(request.id);
         reject(
@@ -519,12 +517,13 @@ class StdioBridge {
   }
 }
 
-function isSessionExpiry(error: unknown): boolean {
-  return error instanceof BridgeFailure && error.data.code === 'ERR_SESSION_LOST' && error.data.status === 404;
+/** A JSON-RPC `initialize` request (with its id: the SDK's `isInitializeRequest` alone does not say so). */
+function isInitialize(message: JSONRPCMessage): message is JSONRPCRequest {
+  return isJSONRPCRequest(message) && isInitializeRequest(message);
 }
 
-function requestId(message: JSONRPCMessage): RequestId {
-  return isJSONRPCRequest(message) ? message.id : '';
+function isSessionExpiry(error: unknown): boolean {
+  return error instanceof BridgeFailure && error.data.code === 'ERR_SESSION_LOST' && error.data.status === 404;
 }
 
 /** Describes any failure for the client; values from the network are quoted. */
@@ -585,7 +584,7 @@ async function proxyFailure(response: Response, nowMs: number): Promise<BridgeFa
 
 async function boundedText(response: Response, limit: number): Promise<string> {
   if (response.body === null) return '';
-  const reader = response.body.getReader();
+  const reader: ReadableStreamDefaultReader<Uint8Array> = response.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
   try {

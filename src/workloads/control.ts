@@ -82,7 +82,7 @@ export async function controlRequest(
     });
     req.on('timeout', () => req.destroy(new TetherError('ERR_TIMEOUT', 'the workload did not answer in time')));
     req.on('error', (error) => {
-      if (hasCode(error, 'ENOENT') || hasCode(error, 'ECONNREFUSED')) {
+      if (['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE'].some((code) => hasCode(error, code))) {
         reject(new TetherError('ERR_WORKLOAD_UNREACHABLE', 'the workload process is not listening', { cause: error }));
       } else reject(error);
     });

@@ -1,4 +1,5 @@
-import { appendFile, open, rename, stat } from 'node:fs/promises';
+import { appendFile, mkdir, open, rename, stat } from 'node:fs/promises';
+import path from 'node:path';
 import type { Clock } from '../clock/clock.js';
 import type { KeeperEvent } from '../keeper/types.js';
 import { hasCode, readIfExists } from '../store/files.js';
@@ -68,10 +69,13 @@ export class EventLog {
   }
 
   async #write(line: string): Promise<void> {
-    this.#size ??= await stat(this.#file).then(
-      (s) => s.size,
-      () => 0,
-    );
+    if (this.#size === undefined) {
+      await mkdir(path.dirname(this.#file), { recursive: true, mode: 0o700 });
+      this.#size = await stat(this.#file).then(
+        (s) => s.size,
+        () => 0,
+      );
+    }
     if (this.#size > 0 && this.#size + Buffer.byteLength(line) > this.#maxBytes) {
       await rename(this.#file, `${this.#file}.1`);
       this.#size = 0;

@@ -72,11 +72,7 @@ export async function clientFor(
   context: SetupContext,
 ): Promise<ClientRegistration> {
   const as = spec.authorizationServer;
-  const client: WorkloadClient = spec.client;
-  if (client.kind === 'static') {
-    const clientSecret = await readClientSecret(client.clientSecretFile, context.env);
-    return staticClient(as, { clientId: client.clientId, ...(clientSecret !== undefined && { clientSecret }) });
-  }
+  if (spec.client.kind === 'static') return userClient(as, spec.client, context.env);
   const cached = reregister ? undefined : await context.store.loadRegistration(as.issuer);
   if (cached === undefined) context.progress({ kind: 'registering', issuer: as.issuer });
   return ensureClient(as, {
@@ -88,6 +84,16 @@ export async function clientFor(
     reregister,
     ...(context.signal !== undefined && { signal: context.signal }),
   });
+}
+
+/** The user's static client, its secret read now from its file or `TETHER_CLIENT_SECRET` (never stored by tether). */
+export async function userClient(
+  as: WorkloadSpec['authorizationServer'],
+  client: Extract<WorkloadClient, { kind: 'static' }>,
+  env: SetupContext['env'],
+): Promise<ClientRegistration> {
+  const clientSecret = await readClientSecret(client.clientSecretFile, env);
+  return staticClient(as, { clientId: client.clientId, ...(clientSecret !== undefined && { clientSecret }) });
 }
 
 /** Logs in (browser with PKCE, or device code) and returns the new token set; nothing is stored here. */

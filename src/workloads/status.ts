@@ -7,13 +7,7 @@ import { WorkloadFiles } from './files.js';
 
 /** A workload's status (DESIGN §7). */
 export type WorkloadStatusKind =
-  | 'starting'
-  | 'running'
-  | 'auth_retrying'
-  | 'unauthenticated'
-  | 'stopping'
-  | 'stopped'
-  | 'error';
+  'starting' | 'running' | 'auth_retrying' | 'unauthenticated' | 'stopping' | 'stopped' | 'error';
 
 /**
  * The status file (DESIGN §7), and the fields of `tether list --json` and
@@ -110,7 +104,7 @@ const LIVE: ReadonlySet<WorkloadStatusKind> = new Set([
 export function effectiveStatus(status: WorkloadStatus, alive: (pid: number) => boolean = isAlive): WorkloadStatus {
   if (!LIVE.has(status.status)) return status;
   if (status.pid !== undefined && alive(status.pid)) return status;
-  const { pid: _pid, ...rest } = status;
+  const { pid, ...rest } = status;
   return {
     ...rest,
     status: 'error',

@@ -6,10 +6,9 @@ import { TetherError } from '../errors.js';
 import { watchNetwork, watchWake, type Watcher } from '../keeper/detectors.js';
 import { TokenKeeper } from '../keeper/keeper.js';
 import type { KeeperEvent, RefreshFunction } from '../keeper/types.js';
-import { readClientSecret } from '../oauth/client-secret.js';
 import { HttpClient } from '../oauth/http.js';
 import { createRefreshFunction } from '../oauth/refresh.js';
-import { type ClientRegistration, staticClient } from '../oauth/registration.js';
+import type { ClientRegistration } from '../oauth/registration.js';
 import { type RunningProxy, startProxy } from '../proxy/proxy.js';
 import { hasCode } from '../store/files.js';
 import type { CredentialStore } from '../store/store.js';
@@ -17,6 +16,7 @@ import { startControlServer } from './control.js';
 import { EventLog, formatRecord, keeperRecord, type LogRecord } from './events.js';
 import { WorkloadFiles } from './files.js';
 import { WorkloadMetrics } from './metrics.js';
+import { userClient } from './setup.js';
 import { loadSpec, saveSpec, type WorkloadSpec } from './spec.js';
 import { iso, keeperFields, type WorkloadStatus, type WorkloadStatusKind, writeStatus } from './status.js';
 
@@ -42,12 +42,13 @@ export interface RunningWorkload {
 }
 
 /** The client the workload refreshes with: the cached dynamic registration or the user's static client. */
-async function loadClient(store: CredentialStore, spec: WorkloadSpec, env: ServeOptions['env']): Promise<ClientRegistration> {
+async function loadClient(
+  store: CredentialStore,
+  spec: WorkloadSpec,
+  env: ServeOptions['env'],
+): Promise<ClientRegistration> {
   const as = spec.authorizationServer;
-  if (spec.client.kind === 'static') {
-    const clientSecret = await readClientSecret(spec.client.clientSecretFile, env);
-    return staticClient(as, { clientId: spec.client.clientId, ...(clientSecret !== undefined && { clientSecret }) });
-  }
+  if (spec.client.kind === 'static') return userClient(as, spec.client, env);
   const registration = await store.loadRegistration(as.issuer);
   if (registration === undefined) {
     throw new TetherError(
@@ -229,7 +230,10 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
     await proxy?.close();
     await new Promise<void>((resolve) => {
       if (control === undefined) resolve();
-      else control.close(() => resolve());
+      else
+        control.close(() => {
+          resolve();
+        });
     });
     await keeper?.stop();
     await http.close();

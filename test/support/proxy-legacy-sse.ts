@@ -33,6 +33,7 @@ export async function startLegacySseServer(options: LegacySseOptions): Promise<L
   const server = http.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  // eslint-disable-next-line @typescript-eslint/no-deprecated -- the legacy transport is what this serves
   const transports = new Map<string, SSEServerTransport>();
   const authorizations: (string | undefined)[] = [];
 
@@ -45,6 +46,7 @@ export async function startLegacySseServer(options: LegacySseOptions): Promise<L
     const url = new URL(req.url ?? '/', origin);
     if (req.method === 'GET' && url.pathname === '/sse') {
       if (options.absoluteEndpoint === true) absolutizeEndpoint(res, origin);
+      // eslint-disable-next-line @typescript-eslint/no-deprecated -- the legacy transport is what this serves
       const transport = new SSEServerTransport('/messages', res);
       transports.set(transport.sessionId, transport);
       transport.onclose = () => transports.delete(transport.sessionId);

@@ -1,0 +1,79 @@
+/**
+ * A switchable gate in front of an MCP server, standing in for tether's
+ * local proxy in the bridge tests: it passes every request through (bodies
+ * and event streams streamed as they come) until told to refuse, and then
+ * answers everything itself the way the proxy does without a usable token —
+ * a status, headers and a JSON body.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { closeServer } from '../../src/demo/auth-server.js';
+
+/** What the gate answers instead of passing a request on. */
+export interface Refusal {
+  readonly status: number;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly body: unknown;
+}
+
+export interface BridgeGate {
+  /** The gate's own `http://127.0.0.1:PORT/mcp`. */
+  readonly url: string;
+  /** How many requests it refused. */
+  readonly refused: number;
+  /** From now on, answers every request with `refusal`. */
+  refuse(refusal: Refusal): void;
+  /** From now on, passes requests through again. */
+  open(): void;
+  close(): Promise<void>;
+}
+
+export async function startBridgeGate(target: string): Promise<BridgeGate> {
+  const targetUrl = new URL(target);
+  let refusal: Refusal | undefined;
+  let refused = 0;
+  const server = http.createServer((req, res) => {
+    if (refusal !== undefined) {
+      refused += 1;
+      req.resume();
+      res.writeHead(refusal.status, { 'content-type': 'application/json', ...refusal.headers });
+      res.end(JSON.stringify(refusal.body));
+      return;
+    }
+    const upstream = http.request(
+      {
+        hostname: targetUrl.hostname,
+        port: targetUrl.port,
+        method: req.method,
+        path: req.url,
+        headers: { ...req.headers, host: targetUrl.host },
+      },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    upstream.on('error', () => {
+      if (!res.headersSent) res.writeHead(502);
+      res.end();
+    });
+    res.on('close', () => {
+      upstream.destroy();
+    });
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`,
+    get refused() {
+      return refused;
+    },
+    refuse(next) {
+      refusal = next;
+    },
+    open() {
+      refusal = undefined;
+    },
+    close: () => closeServer(server),
+  };
+}
