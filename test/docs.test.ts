@@ -4,6 +4,7 @@ import { DEFAULT_KEEPER_CONFIG, KEEPER_ENV, keeperConfigFromEnv } from '../src/c
 import { formatDuration } from '../src/config/duration.js';
 import { CLIENT_SECRET_ENV } from '../src/oauth/client-secret.js';
 import { STORE_ENV } from '../src/store/store.js';
+import { WORKLOAD_STATUSES } from '../src/workloads/status.js';
 
 const OTHER_ENV = [...STORE_ENV, CLIENT_SECRET_ENV];
 
@@ -51,4 +52,14 @@ describe('README configuration table', () => {
       expect(keeperConfigFromEnv({ ...extra, [variable.alias]: value })[variable.key]).toBe(expected);
     },
   );
+});
+
+describe('README statuses table', () => {
+  it('explains every workload status, and no other', () => {
+    const section = readme.slice(readme.indexOf('### Statuses'), readme.indexOf('### `--json` fields'));
+    const documented = [...section.matchAll(/^\| `([a-z_]+)`(?:, `([a-z_]+)`)? \|/gm)].flatMap((m) =>
+      [m[1], m[2]].filter((v) => v !== undefined),
+    );
+    expect(documented.sort()).toEqual([...WORKLOAD_STATUSES].sort());
+  });
 });

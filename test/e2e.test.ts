@@ -40,11 +40,6 @@ afterEach(async () => {
   await e2e.close();
 });
 
-/** The port of a `http://127.0.0.1:PORT/mcp` URL. */
-function portOf(url: string | undefined): number {
-  return Number(new URL(url ?? 'http://invalid').port);
-}
-
 /** No login URL anywhere the workload or the command could have shown one, and no browser opened. */
 async function expectNoBrowserPrompt(name: string, ...outputs: string[]): Promise<void> {
   for (const output of outputs) expect(output).not.toMatch(LOGIN_URL);

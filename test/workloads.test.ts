@@ -148,13 +148,13 @@ describe('event log', () => {
       trigger: 'schedule',
       outcome: 'transient',
       durationMs: 12,
-      reason: 'http_status',
+      reason: 'no_oauth_error',
       detail: 'HTTP 403 text/html',
       nextAttemptAt: T0 + 10_000,
     });
     expect(attempt).toMatchObject({ time: '2026-11-28T10:00:00.000Z', nextAttemptAt: '2026-11-28T10:00:10.000Z' });
     expect(formatRecord(attempt)).toBe(
-      '2026-11-28 10:00:00Z  refresh (schedule) failed, transient: http_status HTTP 403 text/html; next attempt 2026-11-28T10:00:10.000Z',
+      '2026-11-28 10:00:00Z  refresh (schedule) failed, transient: no_oauth_error HTTP 403 text/html; next attempt 2026-11-28T10:00:10.000Z',
     );
     const status = keeperRecord({ type: 'status', at: T0, status: 'auth_retrying', reason: 'r' });
     expect(formatRecord(status)).toBe('2026-11-28 10:00:00Z  status auth_retrying: r');

@@ -217,8 +217,7 @@ class StdioBridge {
       this.#log(`stdout failed (${quoteUntrusted(error.message, 200)}); stopping`);
       end();
     };
-    this.#stdin.once('end', end);
-    this.#stdin.once('close', end);
+
     this.#stdout.once('error', onStdoutError);
     this.#signal?.addEventListener('abort', end, { once: true });
     if (this.#signal?.aborted === true || this.#stdin.readableEnded || this.#stdin.destroyed) end();

@@ -174,7 +174,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     if (rewrite) delete responseHeaders['content-length'];
     exchange.upstream = true;
     res.writeHead(response.statusCode, responseHeaders);
-    // An event stream's headers go out now, not with its first event.
+    // The headers go out now, not with the first chunk: an event stream may send none for long.
     res.flushHeaders();
     if (rewrite) {
       await pipeline(

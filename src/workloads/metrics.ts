@@ -1,15 +1,5 @@
 import type { KeeperEvent } from '../keeper/types.js';
-import type { WorkloadStatusKind } from './status.js';
-
-const STATUSES: readonly WorkloadStatusKind[] = [
-  'starting',
-  'running',
-  'auth_retrying',
-  'unauthenticated',
-  'stopping',
-  'stopped',
-  'error',
-];
+import { WORKLOAD_STATUSES, type WorkloadStatusKind } from './status.js';
 
 /**
  * A workload's counters, rendered as Prometheus text (exposition format
@@ -40,7 +30,7 @@ export class WorkloadMetrics {
       ...[...this.#attempts].map(([labels, n]) => `tether_refresh_attempts_total{${workload},${labels}} ${String(n)}`),
       '# HELP tether_workload_status 1 for the workload status in effect, 0 for the others.',
       '# TYPE tether_workload_status gauge',
-      ...STATUSES.map((s) => `tether_workload_status{${workload},status="${s}"} ${s === status ? '1' : '0'}`),
+      ...WORKLOAD_STATUSES.map((s) => `tether_workload_status{${workload},status="${s}"} ${s === status ? '1' : '0'}`),
       '# HELP tether_workload_status_seconds Time since the status last changed.',
       '# TYPE tether_workload_status_seconds gauge',
       `tether_workload_status_seconds{${workload}} ${String(Math.max(0, (now - statusSince) / 1000))}`,

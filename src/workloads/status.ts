@@ -3,11 +3,21 @@ import path from 'node:path';
 import type { KeeperSnapshot } from '../keeper/types.js';
 import { hasCode, readIfExists, writeFileAtomic } from '../store/files.js';
 import { WORKLOAD_NAME_PATTERN } from '../store/paths.js';
-import { WorkloadFiles } from './files.js';
+import type { WorkloadFiles } from './files.js';
+
+/** A workload's statuses (DESIGN §7). */
+export const WORKLOAD_STATUSES = [
+  'starting',
+  'running',
+  'auth_retrying',
+  'unauthenticated',
+  'stopping',
+  'stopped',
+  'error',
+] as const;
 
 /** A workload's status (DESIGN §7). */
-export type WorkloadStatusKind =
-  'starting' | 'running' | 'auth_retrying' | 'unauthenticated' | 'stopping' | 'stopped' | 'error';
+export type WorkloadStatusKind = (typeof WORKLOAD_STATUSES)[number];
 
 /**
  * The status file (DESIGN §7), and the fields of `tether list --json` and

@@ -19,8 +19,6 @@ export interface Refusal {
 export interface BridgeGate {
   /** The gate's own `http://127.0.0.1:PORT/mcp`. */
   readonly url: string;
-  /** How many requests it refused. */
-  readonly refused: number;
   /** From now on, answers every request with `refusal`. */
   refuse(refusal: Refusal): void;
   /** From now on, passes requests through again. */
@@ -31,10 +29,8 @@ export interface BridgeGate {
 export async function startBridgeGate(target: string): Promise<BridgeGate> {
   const targetUrl = new URL(target);
   let refusal: Refusal | undefined;
-  let refused = 0;
   const server = http.createServer((req, res) => {
     if (refusal !== undefined) {
-      refused += 1;
       req.resume();
       res.writeHead(refusal.status, { 'content-type': 'application/json', ...refusal.headers });
       res.end(JSON.stringify(refusal.body));
@@ -65,9 +61,6 @@ export async function startBridgeGate(target: string): Promise<BridgeGate> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`,
-    get refused() {
-      return refused;
-    },
     refuse(next) {
       refusal = next;
     },

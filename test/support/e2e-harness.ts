@@ -287,9 +287,9 @@ export class E2E {
    */
   sampleStatus(name: string, intervalMs = 50): { stop(): Promise<readonly string[]> } {
     const seen: string[] = [];
-    let running = true;
+    const sampling = { on: true };
     const loop = (async () => {
-      while (running) {
+      while (sampling.on) {
         const status = await this.readStatus(name).catch(() => undefined);
         if (status !== undefined) seen.push(status.status);
         await sleep(intervalMs);
@@ -297,7 +297,7 @@ export class E2E {
     })();
     return {
       async stop() {
-        running = false;
+        sampling.on = false;
         await loop;
         return seen;
       },
