@@ -83,10 +83,17 @@ describe('tether end to end (built CLI, real remote)', () => {
       // The upstream saw tether's token (the MCP server only answers a valid JWT for its audience).
       expect(e2e.remote.mcp.requests.some((r) => r.subject === TEST_ACCOUNT && r.status < 400)).toBe(true);
 
-      const list = await e2e.tether(['list', '--json']);
+      const [list, details] = await Promise.all([
+        e2e.tether(['list', '--json']),
+        e2e.tether(['status', NAME, '--json']),
+      ]);
       expect(list.code, describeResult(list)).toBe(0);
       const listed = JSON.parse(list.stdout) as StatusFile[];
       expect(listed.map((s) => [s.name, s.status, s.port])).toEqual([[NAME, 'running', status.port]]);
+      expect(details.code, describeResult(details)).toBe(0);
+      const detailed = JSON.parse(details.stdout) as StatusFile & { events: unknown[] };
+      expect(detailed).toMatchObject({ name: NAME, status: 'running', pid: status.pid, proxyUrl: status.proxyUrl });
+      expect(detailed.events.length).toBeGreaterThan(0);
     },
   );
 
@@ -97,6 +104,7 @@ describe('tether end to end (built CLI, real remote)', () => {
       const { result, status } = await e2e.runWorkload(NAME);
       const faults = e2e.remote.faults;
       const sampler = e2e.sampleStatus(NAME);
+      let seen: readonly string[];
       try {
         faults.setFault({ kind: 'waf_403' }, 'token');
         const faultedSince = Date.now();
@@ -109,7 +117,10 @@ describe('tether end to end (built CLI, real remote)', () => {
         // The local endpoint says so, with a Retry-After, and never a 401.
         const answer = await rawInitialize(status.proxyUrl ?? '');
         expect(answer.status).toBe(503);
+        expect(answer.headers['www-authenticate']).toBeUndefined();
+        // Seconds until the next attempt: the slow tier is capped at the tick (+20% jitter).
         expect(Number(answer.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+        expect(Number(answer.headers['retry-after'])).toBeLessThanOrEqual(Math.ceil((1.2 * TICK_MS) / 1000));
         expect((JSON.parse(answer.body) as { error: string }).error).toBe('auth_retrying');
 
         // Well past the short tier (2 s) and several slow-tier ticks: the origin bug gave up here.
@@ -144,10 +155,10 @@ describe('tether end to end (built CLI, real remote)', () => {
           ),
         ).toBe(true);
       } finally {
-        const seen = await sampler.stop();
-        expect(seen).toContain('auth_retrying');
-        expect(seen).not.toContain('unauthenticated');
+        seen = await sampler.stop();
       }
+      expect(seen).toContain('auth_retrying');
+      expect(seen).not.toContain('unauthenticated');
       expect(await loggedStatuses(NAME)).not.toContain('unauthenticated');
       expect(await loggedStatuses(NAME)).toContain('auth_retrying');
       // Exactly one login: the stand-in user's, during `tether run`; the workload never asked for another.
@@ -161,9 +172,15 @@ describe('tether end to end (built CLI, real remote)', () => {
     { timeout: 60_000 },
     async () => {
       const { status } = await e2e.runWorkload(NAME);
-      const { refreshToken } = await e2e.storedTokens(NAME);
-      expect(refreshToken).toBeDefined();
-      await e2e.remote.auth.revokeGrant(refreshToken ?? '');
+      // The store's current refresh token (decrypted with the key file); a rotation racing the read is retried.
+      await waitFor('the grant to be revoked', async () => {
+        const { refreshToken } = await e2e.storedTokens(NAME);
+        if (refreshToken === undefined) throw new Error('the login stored no refresh token');
+        return e2e.remote.auth.revokeGrant(refreshToken).then(
+          () => true,
+          () => undefined,
+        );
+      });
 
       // The next scheduled refresh (at ~75% of 6 s) gets a real invalid_grant: permanent.
       const unauthenticated = await e2e.waitForStatus(
@@ -307,6 +324,7 @@ describe('tether end to end (built CLI, real remote)', () => {
       const second = await e2e.tether(['run', e2e.remote.mcpUrl, '--name', NAME, '--no-browser']);
       expect(second.code, describeResult(second)).toBe(1);
       expect(second.stderr).toContain('already exists');
+      expect(second.stderr).toContain('ERR_WORKLOAD_EXISTS');
       expect(second.stderr).not.toMatch(LOGIN_URL);
 
       const after = await e2e.readStatus(NAME);
@@ -319,31 +337,37 @@ describe('tether end to end (built CLI, real remote)', () => {
 
   it('usage errors exit 2; an unknown workload exits 1 and points at tether list', { timeout: 40_000 }, async () => {
     const url = e2e.remote.mcpUrl;
-    for (const args of [
+    const usage = [
       ['run', url, '--name', NAME, '--no-browser', '--port', 'abc'],
       ['run', url, '--name', NAME, '--no-browser', '--port', '70000'],
       ['run', '--name', NAME, '--no-browser'],
       ['no-such-command'],
-    ]) {
-      const result = await e2e.tether(args);
-      expect(result.code, `tether ${args.join(' ')}: ${describeResult(result)}`).toBe(2);
-      expect(result.stderr).not.toBe('');
-    }
+    ];
+    // In parallel: each command is a Node process start (~1 s here).
+    const usageResults = await Promise.all(usage.map((args) => e2e.tether(args)));
+    usage.forEach((args, i) => {
+      const result = usageResults[i];
+      expect(result?.code, `tether ${args.join(' ')}: ${result === undefined ? '' : describeResult(result)}`).toBe(2);
+      expect(result?.stderr).not.toBe('');
+    });
     // Nothing was created, nothing was asked of the remote.
     expect(e2e.remote.faults.tokenRequests).toEqual([]);
     const list = await e2e.tether(['list', '--all', '--json']);
     expect(JSON.parse(list.stdout)).toEqual([]);
 
-    for (const args of [
+    const unknown = [
       ['status', 'nope'],
       ['stop', 'nope'],
       ['restart', 'nope'],
       ['connect', 'nope'],
-    ]) {
-      const result = await e2e.tether(args);
-      expect(result.code, `tether ${args.join(' ')}: ${describeResult(result)}`).toBe(1);
-      expect(result.stderr).toContain('nope');
-      expect(result.stderr).toContain('tether list');
-    }
+    ];
+    const unknownResults = await Promise.all(unknown.map((args) => e2e.tether(args)));
+    unknown.forEach((args, i) => {
+      const result = unknownResults[i];
+      expect(result?.code, `tether ${args.join(' ')}: ${result === undefined ? '' : describeResult(result)}`).toBe(1);
+      expect(result?.stderr).toContain('nope');
+      expect(result?.stderr).toContain('tether list');
+      expect(result?.stderr).toContain('ERR_NO_WORKLOAD');
+    });
   });
 });

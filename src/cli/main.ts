@@ -2,6 +2,7 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { createRequire } from 'node:module';
 import { TetherError } from '../errors.js';
+import { extraUpstreamHeaders } from '../proxy/headers.js';
 import { SERVE_COMMAND } from '../workloads/process.js';
 import type { Io } from './output.js';
 import { run, serve } from './run.js';
@@ -15,13 +16,18 @@ function port(value: string): number {
   return n;
 }
 
-function header(value: string, previous: Record<string, string>): Record<string, string> {
+function header(value: string, previous: Record<string, string> | undefined): Record<string, string> {
   const match = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s*(.*)$/.exec(value);
   if (match?.[1] === undefined || match[2] === undefined) throw new InvalidArgumentError("expected 'Name: value'");
-  if (['authorization', 'host'].includes(match[1].toLowerCase())) {
-    throw new InvalidArgumentError(`${match[1]} is tether's own: it cannot be set with --header`);
+  const added = { ...previous, [match[1]]: match[2] };
+  try {
+    extraUpstreamHeaders(added); // checked now, before the login, rather than when the workload starts
+  } catch {
+    throw new InvalidArgumentError(
+      `${match[1]} cannot be set: Authorization and Host are tether's own, and hop-by-hop headers are not forwarded`,
+    );
   }
-  return { ...previous, [match[1]]: match[2] };
+  return added;
 }
 
 function scopes(value: string): string[] {
@@ -49,7 +55,7 @@ Exit codes: 0 ok, 1 the operation failed, 2 usage error.`;
 interface RawRunOptions {
   readonly remoteUrl?: string;
   readonly name?: string;
-  readonly port: number;
+  readonly port?: number;
   readonly host: string;
   readonly clientId?: string;
   readonly clientSecretFile?: string;
@@ -60,7 +66,7 @@ interface RawRunOptions {
   readonly browser: boolean;
   readonly deviceCode?: boolean;
   readonly foreground?: boolean;
-  readonly header: Record<string, string>;
+  readonly header?: Record<string, string>;
 }
 
 /**
@@ -86,7 +92,7 @@ export function buildProgram(io: Io): Command {
     .argument('[remote-url]', 'the remote MCP endpoint (https, or http on loopback)')
     .option('--remote-url <url>', 'the remote MCP endpoint (alias of the argument)')
     .option('--name <name>', 'workload name (default: from the host name)')
-    .option('--port <port>', 'local port (default: a free one, kept across restarts)', port, 0)
+    .option('--port <port>', 'local port (default: a free one, kept across restarts)', port)
     .option('--host <address>', 'local bind address', '127.0.0.1')
     .option('--client-id <id>', 'use this pre-registered client instead of registering one')
     .option('--client-secret-file <file>', "the client's secret, from a file (or set TETHER_CLIENT_SECRET)")
@@ -97,7 +103,7 @@ export function buildProgram(io: Io): Command {
     .option('--no-browser', 'print the login URL instead of opening a browser')
     .option('--device-code', 'log in with a code on another device (RFC 8628), for machines without a browser')
     .option('--foreground', 'serve here, with readable logs, instead of in the background')
-    .option('--header <K: V>', 'an extra header on every upstream request (repeatable; not for secrets)', header, {})
+    .option('--header <K: V>', 'an extra header on every upstream request (repeatable; not for secrets)', header)
     .addHelpText(
       'after',
       '\nExample:\n  $ tether run https://mcp.example.com/mcp --name work\n  $ tether run https://mcp.example.com/mcp --client-id my-app --client-secret-file ~/.config/my-app.secret',
@@ -108,13 +114,14 @@ export function buildProgram(io: Io): Command {
       if (argument !== undefined && options.remoteUrl !== undefined && options.remoteUrl !== argument) {
         throw new InvalidArgumentError('two different remote URLs were given (argument and --remote-url)');
       }
-      const { remoteUrl, browser, deviceCode, foreground, header: headers, ...rest } = options;
+      const { remoteUrl, port, browser, deviceCode, foreground, header: headers, ...rest } = options;
       await run(io, remote, {
         ...rest,
+        port: port ?? 0,
         openBrowser: browser,
         deviceCode: deviceCode === true,
         foreground: foreground === true,
-        headers,
+        headers: headers ?? {},
       });
     });
 

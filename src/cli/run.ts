@@ -119,6 +119,15 @@ export async function run(io: Io, remote: string, options: RunOptions): Promise<
 
 /** Serves a workload in this process until SIGINT/SIGTERM (`--foreground`, and the hidden serve command). */
 export async function serveInForeground(io: Io, store: CredentialStore, name: string, echo = true): Promise<void> {
+  // Listening before the workload starts: a stop that comes while it starts waits for it, then stops it.
+  const stopRequested = new Promise<void>((resolve) => {
+    process.once('SIGINT', () => {
+      resolve();
+    });
+    process.once('SIGTERM', () => {
+      resolve();
+    });
+  });
   const workload = await serveWorkload({
     store,
     name,
@@ -132,19 +141,16 @@ export async function serveInForeground(io: Io, store: CredentialStore, name: st
   });
   if (echo)
     io.stdout.write(`Serving ${workload.proxyUrl} (Ctrl-C stops it)\n\n${clientSnippets(name, workload.proxyUrl)}`);
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => {
-      resolve();
-    });
-    process.once('SIGTERM', () => {
-      resolve();
-    });
-  });
+  await stopRequested;
   await workload.stop();
 }
 
-/** The hidden command a background workload process runs. */
+/**
+ * The hidden command a background workload process runs. It exits once
+ * stopped, whatever a client may still hold open.
+ */
 export async function serve(io: Io, name: string): Promise<void> {
   const store = await CredentialStore.open({ env: io.env });
   await serveInForeground(io, store, name, false);
+  process.exit(0);
 }

@@ -8,8 +8,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Remote } from './remote.js';
 
-/** The built CLI's entry point. */
-export const CLI_ENTRY = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+/**
+ * The built CLI's entry point, `dist/cli/main.js` — from `dist/demo/` (the
+ * demo) and from `src/demo/` (the tests, which run the sources) alike.
+ */
+export const CLI_ENTRY = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
 /** What one command printed and how it ended. */
 export interface CliResult {

@@ -20,11 +20,10 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { systemClock } from '../clock/system.js';
 import { parseDuration } from '../config/duration.js';
 import { KEEPER_ENV, type KeeperConfig } from '../config/keeper-config.js';
 import { TetherError } from '../errors.js';
-import { followEvents, formatRecord, type LogRecord, readEvents } from '../workloads/events.js';
+import { formatRecord, type LogRecord, readEvents } from '../workloads/events.js';
 import { WorkloadFiles } from '../workloads/files.js';
 import { effectiveStatus, isAlive, readStatus, type WorkloadStatus } from '../workloads/status.js';
 import { CLI_ENTRY, TetherCli } from './cli.js';
@@ -101,14 +100,14 @@ const CANCELLED = 'ERR_CANCELLED';
 
 /** Why a failed refresh is transient, for people. */
 const REASONS: Readonly<Record<string, string>> = {
-  no_oauth_error: 'no OAuth error code in the answer (a WAF/proxy page), so no verdict',
+  no_oauth_error: 'no OAuth error code (a WAF page, not a verdict)',
   network: 'no answer',
   tls: 'TLS failure',
   server_error_status: 'server error',
   rate_limited: 'rate limited',
   request_timeout: 'request timeout',
   invalid_token_response: 'not a token response',
-  oauth_transient: 'the server says: try later',
+  oauth_transient: 'the server says: later',
   oauth_error: "the authorization server's verdict",
 };
 
@@ -202,7 +201,7 @@ export class DemoStory {
       throw new TetherError('ERR_DEMO', `the built CLI is missing (${CLI_ENTRY}); run \`npm run build\` first`);
     }
     this.#write(
-      `tether demo — the whole story on loopback, nothing to set up (about ${String(Math.round(this.#ttlSeconds + this.#holdMs / 1000 + 12))} s)\n\n`,
+      `tether demo — the whole story on loopback, nothing to set up (about ${String(Math.round(this.#ttlSeconds + this.#holdMs / 1000 + 5))} s)\n\n`,
     );
 
     // 1. The remote.
@@ -215,6 +214,7 @@ export class DemoStory {
     bypassProxiesForLoopback(process.env); // the stand-in user's browser runs in this process
     this.#remote = await startRemote({ accessTokenTtlSeconds: this.#ttlSeconds });
     const remote = this.#remote;
+    this.#checkpoint();
     this.#more(`MCP server ${remote.mcpUrl}; authorization server ${remote.faults.url} (through the WAF)`);
 
     // 2. tether run.
@@ -233,6 +233,7 @@ export class DemoStory {
         `\`tether run\` exited with ${String(runResult.code)}:\n${indent(runResult.stderr.trim() || runResult.stdout.trim())}`,
       );
     }
+    this.#checkpoint();
     const started = await readStatus(files);
     if (started?.proxyUrl === undefined || started.pid === undefined) {
       throw new TetherError(
@@ -255,6 +256,7 @@ export class DemoStory {
       `3. An MCP client (the SDK's Client over Streamable HTTP) calls \`whoami\` at ${localUrl} once a second.`,
     );
     await this.#connect(localUrl);
+    this.#checkpoint();
     this.#backgroundLoops.push(this.#callLoop());
     await this.#until('a first successful `whoami` call', 15_000, () => this.#calls.some((c) => c.ok));
     await this.#wait(2_000);
@@ -344,7 +346,7 @@ export class DemoStory {
 
     this.#write('Summary\n');
     const line = (label: string, text: string): void => {
-      this.#write(`  ${`${label}:`.padEnd(17)}${text}\n`);
+      this.#write(`  ${`${label}:`.padEnd(19)}${text}\n`);
     };
     line(
       'whoami calls',
@@ -371,16 +373,16 @@ export class DemoStory {
     const failures = attempts.filter((a) => a.outcome !== 'success');
     const budget = this.#shortTier();
     const spent = shortTierSpentAt(failures, budget);
-    if (spent !== undefined) {
-      this.#write(
-        `\n  The origin bug report's monitor retries 5 times (~1–2 min at its defaults), then marks the workload\n` +
-          `  unauthenticated and never tries again. Here, with that budget compressed to ${String(budget.maxTries)} tries / ${this.#seconds(budget.maxElapsedMs)}, it was spent at\n` +
-          `  ${this.#at(Date.parse(spent.time) - this.#started)}; tether kept trying (${String(failures.length - spent.index - 1)} more attempts), never went unauthenticated,\n` +
-          `  and served again ${this.#seconds(t.okAt - t.outageEnd)} after the network came back.\n\n`,
-      );
-    } else {
-      this.#write('\n');
-    }
+    const contrast =
+      spent === undefined
+        ? undefined
+        : `Contrast: the origin bug report's monitor retries a transient failure 5 times (~1–2 min at its defaults), ` +
+          `then marks the workload unauthenticated and never tries again. In this run, with that budget compressed to ` +
+          `${String(budget.maxTries)} tries / ${this.#seconds(budget.maxElapsedMs)}, it was spent by ` +
+          `${this.#at(Date.parse(spent.time) - this.#started)}; tether went on with ` +
+          `${String(failures.length - spent.index - 1)} more attempts, never turned unauthenticated, and served again ` +
+          `${this.#seconds(t.okAt - t.outageEnd)} after the network came back, with no login and no restart.`;
+    this.#write(contrast === undefined ? '\n' : `\n${wrap(contrast, 110, '  ')}\n\n`);
   }
 
   /** Why the run does not tell the story, if it does not. */
@@ -396,9 +398,10 @@ export class DemoStory {
 
   /** The statuses in order, from the log's status events and the status file, without repeats. */
   #statusesSeen(records: readonly LogRecord[]): string[] {
+    // The log has the keeper's changes only, not the status it started with.
     const fromLog = records.flatMap((r) => (r.type === 'status' ? [r.status] : []));
     const fromFile = this.#seen.map((s) => s.status);
-    const all = fromLog.length > 0 ? fromLog : fromFile;
+    const all: string[] = fromLog.length > 0 ? [...fromFile.slice(0, 1), ...fromLog] : fromFile;
     if (fromFile.includes('unauthenticated') && !all.includes('unauthenticated')) all.push('unauthenticated');
     return all.filter((s, i) => i === 0 || s !== all[i - 1]);
   }
@@ -440,16 +443,18 @@ export class DemoStory {
 
   /** Prints every refresh attempt as the workload logs it. */
   async #followAttempts(files: WorkloadFiles): Promise<void> {
-    await followEvents(
-      files,
-      systemClock,
-      (record) => {
+    const signal = this.#background.signal;
+    // The log is small and does not rotate in the demo's time: re-read, print what is new.
+    let seen = (await readEvents(files)).length;
+    while (!signal.aborted) {
+      await sleep(200, undefined, { signal }).catch(() => undefined);
+      const records = await readEvents(files).catch(() => []);
+      for (const record of records.slice(seen)) {
         if (record.type === 'attempt') this.#more(describeAttempt(record, Date.parse(record.time)));
         else if (record.type === 'hint' || record.type === 'persist_failed') this.#more(describeRecord(record));
-      },
-      this.#background.signal,
-      200,
-    ).catch(() => undefined);
+      }
+      seen = Math.max(seen, records.length);
+    }
   }
 
   #tokenExpiresIn(): number | undefined {
@@ -487,14 +492,14 @@ export class DemoStory {
     const signal = this.#background.signal;
     while (!signal.aborted) {
       const began = Date.now();
-      const outcome = await this.#callOnce(signal);
+      const outcome = await this.#callOnce();
       if (this.#background.signal.aborted) return;
       this.#report(outcome);
       await sleep(Math.max(0, 1000 - (Date.now() - began)), undefined, { signal }).catch(() => undefined);
     }
   }
 
-  async #callOnce(signal: AbortSignal): Promise<CallOutcome> {
+  async #callOnce(): Promise<CallOutcome> {
     const client = this.#client;
     const startedAt = this.#elapsed();
     this.#lastFailedAnswer = undefined;
@@ -507,7 +512,8 @@ export class DemoStory {
     });
     if (client === undefined) return end(false, 'no client', 'no client');
     try {
-      const result = await client.callTool({ name: 'whoami' }, undefined, { timeout: 10_000, signal });
+      // No abort signal: the SDK keeps a listener on it per request; closing the client ends a call in flight.
+      const result = await client.callTool({ name: 'whoami' }, undefined, { timeout: 10_000 });
       const text = firstText(result);
       if (result.isError === true) return end(false, `tool error ${JSON.stringify(text ?? '')}`, 'tool error');
       return end(true, `ok, ${JSON.stringify(text ?? '')}`, 'ok');
@@ -549,7 +555,8 @@ export class DemoStory {
    * Runs `tether ARGS` to its end, relaying its progress (stderr) when `relay`;
    * a login URL it prints is completed by the remote's stand-in user.
    */
-  async #command(args: readonly string[], relay: boolean): Promise<CommandResult> {
+  async #command(args: readonly string[], relay: boolean, cleaningUp = false): Promise<CommandResult> {
+    if (!cleaningUp) this.#checkpoint();
     const cli = this.#cli;
     const remote = this.#remote;
     if (cli === undefined || remote === undefined) throw new TetherError('ERR_DEMO', 'the remote is not running');
@@ -597,7 +604,7 @@ export class DemoStory {
     const onInterrupt = (): void => {
       child.kill('SIGINT');
     };
-    this.#interrupted.signal.addEventListener('abort', onInterrupt, { once: true });
+    if (!cleaningUp) this.#interrupted.signal.addEventListener('abort', onInterrupt, { once: true });
     const timeout = setTimeout(() => {
       child.kill('SIGTERM');
     }, 60_000);
@@ -629,6 +636,11 @@ export class DemoStory {
       await sleep(100, undefined, { signal: this.#interrupted.signal });
       this.#heartbeat();
     }
+  }
+
+  /** Ends the story here if it was interrupted. */
+  #checkpoint(): void {
+    if (this.#interrupted.signal.aborted) throw new TetherError(CANCELLED, 'interrupted');
   }
 
   async #wait(ms: number): Promise<void> {
@@ -724,7 +736,7 @@ export class DemoStory {
       const status = await readStatus(files).catch(() => undefined);
       if (status?.pid !== undefined) this.#workloadPid = status.pid;
       if (this.#cli !== undefined && this.#remote !== undefined) {
-        const removed = await this.#command(['rm', DEMO_WORKLOAD], false).catch(() => undefined);
+        const removed = await this.#command(['rm', DEMO_WORKLOAD], false, true).catch(() => undefined);
         if (removed?.code !== 0)
           problems.push(`\`tether rm ${DEMO_WORKLOAD}\` failed: ${removed?.stderr.trim() ?? ''}`);
       }
@@ -756,6 +768,22 @@ function stamp(ms: number): string {
   return `[${(ms / 1000).toFixed(1).padStart(6)}s]`;
 }
 
+/** `text` wrapped at `width` columns, every line indented. */
+function wrap(text: string, width: number, indentation: string): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line !== '' && indentation.length + line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line === '' ? word : `${line} ${word}`;
+    }
+  }
+  if (line !== '') lines.push(line);
+  return lines.map((l) => `${indentation}${l}`).join('\n');
+}
+
 function indent(text: string): string {
   return text
     .split('\n')
@@ -782,21 +810,27 @@ function explainStatus(status: WorkloadStatus): string {
 
 /** A refresh attempt for people, its next attempt relative to when it happened. */
 function describeAttempt(record: Extract<LogRecord, { type: 'attempt' }>, at: number): string {
-  const took = `${String(Math.round(record.durationMs))} ms`;
-  if (record.outcome === 'success') return `refresh (${record.trigger}) succeeded in ${took}: a new token`;
-  const why = record.reason === undefined ? '' : ` — ${REASONS[record.reason] ?? record.reason}`;
+  if (record.outcome === 'success') {
+    return `refresh (${record.trigger}) succeeded in ${String(Math.round(record.durationMs))} ms: a new token`;
+  }
+  const why = record.reason === undefined ? '' : `, ${REASONS[record.reason] ?? record.reason}`;
   const next =
     record.nextAttemptAt === undefined
       ? ''
-      : `; next scheduled attempt in ${((Date.parse(record.nextAttemptAt) - at) / 1000).toFixed(1)} s`;
+      : `; next try in ${((Date.parse(record.nextAttemptAt) - at) / 1000).toFixed(1)} s`;
   return `refresh (${record.trigger}) failed: ${record.detail ?? ''}${why} → ${record.outcome}${next}`;
 }
 
-/** `formatRecord` without its time. */
-function describeRecord(record: LogRecord): string {
+const ISO_TIME = /\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z\b/g;
+
+/** `formatRecord` without its time; times in its text are shown since `startedAt`, when given. */
+function describeRecord(record: LogRecord, startedAt?: number): string {
   const text = formatRecord(record);
   const cut = text.indexOf('  ');
-  return cut < 0 ? text : text.slice(cut + 2);
+  const description = cut < 0 ? text : text.slice(cut + 2);
+  return startedAt === undefined
+    ? description
+    : description.replace(ISO_TIME, (time) => `+${((Date.parse(time) - startedAt) / 1000).toFixed(1)}s`);
 }
 
 /**
@@ -840,7 +874,7 @@ export function timeline(records: readonly LogRecord[], startedAt: number): stri
         break;
       }
       default:
-        lines.push(`${prefix}${describeRecord(record)}`);
+        lines.push(`${prefix}${describeRecord(record, startedAt)}`);
     }
   }
   return lines;

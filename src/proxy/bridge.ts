@@ -36,6 +36,7 @@ import {
   isInitializedNotification,
   isInitializeRequest,
   isJSONRPCErrorResponse,
+  isJSONRPCNotification,
   isJSONRPCRequest,
   isJSONRPCResultResponse,
   type JSONRPCErrorResponse,
@@ -217,7 +218,8 @@ class StdioBridge {
       this.#log(`stdout failed (${quoteUntrusted(error.message, 200)}); stopping`);
       end();
     };
-
+    this.#stdin.once('end', end);
+    this.#stdin.once('close', end);
     this.#stdout.once('error', onStdoutError);
     this.#signal?.addEventListener('abort', end, { once: true });
     if (this.#signal?.aborted === true || this.#stdin.readableEnded || this.#stdin.destroyed) end();
@@ -238,6 +240,11 @@ class StdioBridge {
 
   /** Sends one message from the client upstream; a request that cannot be delivered is answered with an error. */
   async #forward(message: JSONRPCMessage): Promise<void> {
+    // A cancelled request gets no answer from the server (nor, then, an ERR_SESSION_LOST from the bridge).
+    if (isJSONRPCNotification(message) && message.method === 'notifications/cancelled') {
+      const id = message.params?.requestId;
+      if (typeof id === 'string' || typeof id === 'number') this.#inFlight.delete(id);
+    }
     let session: Session | undefined;
     try {
       session = await this.#sessionFor(message);
@@ -369,7 +376,8 @@ class StdioBridge {
       this.#fromUpstream(session, message);
     };
     transport.onerror = (error) => {
-      if (!session.retired && !this.#closing) this.#report(error);
+      // A BridgeFailure comes from #fetchFor and is thrown on to whoever sent: they say what failed.
+      if (!session.retired && !this.#closing && !(error instanceof BridgeFailure)) this.#report(error);
     };
     this.#sessions.add(session);
     this.#session = session;

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { open } from 'node:fs/promises';
 import type { Clock } from '../clock/clock.js';
 import { TetherError } from '../errors.js';
-import { readIfExists } from '../store/files.js';
+import { hasCode, readIfExists } from '../store/files.js';
 import type { WorkloadFiles } from './files.js';
 import { effectiveStatus, isAlive, readStatus, type WorkloadStatus, type WorkloadStatusKind } from './status.js';
 
@@ -90,7 +90,12 @@ export async function stopWorkloadProcess(files: WorkloadFiles, clock: Clock): P
   const status = await readStatus(files);
   const pid = status === undefined ? undefined : effectiveStatus(status).pid;
   if (pid === undefined) return false;
-  process.kill(pid, 'SIGTERM');
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch (error) {
+    if (hasCode(error, 'ESRCH')) return true; // it ended on its own just now
+    throw error;
+  }
   const deadline = clock.monotonic() + STOP_TIMEOUT_MS;
   while (isAlive(pid)) {
     if (clock.monotonic() > deadline) {

@@ -34,7 +34,7 @@ export async function loadBuiltCli(): Promise<DriverModule> {
   if (missing.length > 0) {
     throw new Error(
       `The end-to-end tests spawn the built CLI, but ${missing.map((file) => path.relative(ROOT, file)).join(' and ')} ` +
-        'is missing: run `npm run build` first.',
+        `${missing.length > 1 ? 'are' : 'is'} missing: run \`npm run build\` first.`,
     );
   }
   const built = statSync(BUILT_CLI).mtimeMs;
