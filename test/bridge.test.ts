@@ -80,7 +80,7 @@ async function mcpError(promise: Promise<unknown>): Promise<McpError> {
   return error as McpError;
 }
 
-describe('tether connect: the stdio bridge', { timeout: 30_000 }, () => {
+describe('tether connect: the stdio bridge', { timeout: 60_000 }, () => {
   it('forwards requests and answers both ways: tools/list and tools/call', async () => {
     const server = await mcpServer();
     const { client, clientErrors } = await bridgedClient(server.url);
@@ -92,7 +92,7 @@ describe('tether connect: the stdio bridge', { timeout: 30_000 }, () => {
     expect(client.getServerVersion()?.name).toBe('tether-test-mcp');
     expect(server.initializations).toBe(1);
     // The client's notifications/initialized went through too.
-    await expect.poll(() => server.initializedNotifications).toBe(1);
+    await expect.poll(() => server.initializedNotifications, { timeout: 5_000 }).toBe(1);
     expect(clientErrors).toEqual([]);
   });
 
@@ -108,7 +108,7 @@ describe('tether connect: the stdio bridge', { timeout: 30_000 }, () => {
     expect(server.requests).toContainEqual(expect.objectContaining({ method: 'POST', status: 404 }));
     expect(server.initializations).toBe(2);
     // The initialize and initialized were replayed; the replayed initialize's answer never reached the client.
-    await expect.poll(() => server.initializedNotifications).toBe(2);
+    await expect.poll(() => server.initializedNotifications, { timeout: 5_000 }).toBe(2);
     expect(clientErrors).toEqual([]);
 
     // And the new session is the one in use from then on.
@@ -133,7 +133,7 @@ describe('tether connect: the stdio bridge', { timeout: 30_000 }, () => {
     await hanging;
 
     await server.dropSessions();
-    // No request from the client: the bridge's reconnecting GET stream meets the 404.
+    // No request from the client: the bridge's GET stream (reconnecting, or still being opened) meets the 404.
     const error = await mcpError(lost);
     expect(error.code).toBe(BRIDGE_ERROR_CODE);
     expect((error.data as BridgeErrorData).code).toBe('ERR_SESSION_LOST');
@@ -225,14 +225,15 @@ describe('tether connect: the stdio bridge', { timeout: 30_000 }, () => {
       method: 'initialize',
       params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
     });
-    await expect.poll(() => stdout, { timeout: 10_000 }).toContain('\n');
+    // Long: under load, starting node with tsx alone can take seconds.
+    await expect.poll(() => stdout, { timeout: 30_000 }).toContain('\n');
     expect(JSON.parse(stdout.split('\n')[0] ?? '')).toMatchObject({ id: 1, result: { protocolVersion: '2025-06-18' } });
     send({ jsonrpc: '2.0', method: 'notifications/initialized' });
-    await expect.poll(() => server.initializedNotifications).toBe(1);
+    await expect.poll(() => server.initializedNotifications, { timeout: 5_000 }).toBe(1);
 
     child.stdin.end();
     expect(await exited).toBe(0);
     // The session was ended on the way out (a DELETE), not left to expire.
-    await expect.poll(() => server.requests.map((request) => request.method)).toContain('DELETE');
+    await expect.poll(() => server.requests.map((request) => request.method), { timeout: 5_000 }).toContain('DELETE');
   });
 });

@@ -19,6 +19,7 @@ import { WorkloadMetrics } from '../src/workloads/metrics.js';
 import { loadSpec } from '../src/workloads/spec.js';
 import {
   effectiveStatus,
+  isAlive,
   readStatus,
   type WorkloadStatus,
   workloadNames,
@@ -68,6 +69,37 @@ describe('workload status', () => {
     expect(pid).toBe(4242);
     expect(effectiveStatus(stopped, () => false).status).toBe('stopped');
   });
+
+  // Zombies and /proc are Linux's; elsewhere the signal-0 probe alone decides.
+  it.runIf(process.platform === 'linux')(
+    'a process that exited but was not reaped (a zombie) is not alive',
+    async () => {
+      const { spawn } = await import('node:child_process');
+      // The shell starts a short sleep in the background, prints its pid, then becomes a long sleep, which never reaps it.
+      const parent = spawn('sh', ['-c', 'sleep 0.05 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      try {
+        const pid = Number(
+          await new Promise<string>((resolve) => {
+            parent.stdout.once('data', (d: Buffer) => {
+              resolve(String(d));
+            });
+          }),
+        );
+        let zombie = false;
+        for (let i = 0; i < 200 && !zombie; i++) {
+          const stat = await readFile(`/proc/${String(pid)}/stat`, 'utf8');
+          zombie = stat.includes(') Z ');
+          if (!zombie) await new Promise((r) => setTimeout(r, 10));
+        }
+        expect(zombie).toBe(true);
+        expect(() => process.kill(pid, 0)).not.toThrow(); // the probe alone would call it alive
+        expect(isAlive(pid)).toBe(false);
+        expect(isAlive(process.pid)).toBe(true);
+      } finally {
+        parent.kill('SIGKILL');
+      }
+    },
+  );
 
   it('the status file is written 0600 and read back; another name or garbage reads as none', async () => {
     const files = new WorkloadFiles(dir, 'w');

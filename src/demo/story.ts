@@ -12,23 +12,23 @@
  * temporary state directory — is removed at the end, also on failure and on
  * interruption.
  */
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { parseDuration } from '../config/duration.js';
 import { KEEPER_ENV, type KeeperConfig } from '../config/keeper-config.js';
 import { TetherError } from '../errors.js';
 import { formatRecord, type LogRecord, readEvents } from '../workloads/events.js';
 import { WorkloadFiles } from '../workloads/files.js';
+import { SERVE_COMMAND } from '../workloads/process.js';
 import { effectiveStatus, isAlive, readStatus, type WorkloadStatus } from '../workloads/status.js';
 import { CLI_ENTRY, TetherCli } from './cli.js';
 import type { RecordedTokenRequest } from './fault-proxy.js';
-import { type Remote, startRemote } from './remote.js';
+import type { Remote } from './remote.js';
 
 /** The workload's name in the demo. */
 export const DEMO_WORKLOAD = 'demo';
@@ -135,6 +135,8 @@ export class DemoStory {
   #files: WorkloadFiles | undefined;
   #children = new Set<ChildProcess>();
   #client: Client | undefined;
+  /** `instanceof` the SDK's HTTP error (the SDK is loaded when the client connects). */
+  #isHttpError: (error: unknown) => boolean = () => false;
   #workloadPid: number | undefined;
 
   #status: WorkloadStatus | undefined;
@@ -163,7 +165,7 @@ export class DemoStory {
   killNow(): void {
     for (const child of this.#children) child.kill('SIGKILL');
     const pid = this.#workloadPid;
-    if (pid !== undefined && isAlive(pid)) {
+    if (pid !== undefined && isWorkloadProcess(pid)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -212,6 +214,8 @@ export class DemoStory {
       `and an MCP server (the MCP SDK's) that accepts its tokens. Access tokens live ${String(this.#ttlSeconds)} s.`,
     );
     bypassProxiesForLoopback(process.env); // the stand-in user's browser runs in this process
+    // Loaded here, not at the top: oidc-provider takes a moment to load, and the story has started.
+    const { startRemote } = await import('./remote.js');
     this.#remote = await startRemote({ accessTokenTtlSeconds: this.#ttlSeconds });
     const remote = this.#remote;
     this.#checkpoint();
@@ -317,7 +321,7 @@ export class DemoStory {
       throw new TetherError('ERR_DEMO', `\`tether rm\` exited with ${String(removed.code)}: ${removed.stderr.trim()}`);
     }
     for (const line of removed.stdout.trim().split('\n')) this.#more(line);
-    if (isAlive(started.pid)) {
+    if (isWorkloadProcess(started.pid)) {
       throw new TetherError(
         'ERR_DEMO',
         `the workload process (pid ${String(started.pid)}) is still alive after \`tether rm\``,
@@ -425,7 +429,7 @@ export class DemoStory {
     if (status.status === 'unauthenticated')
       this.#fatal = `the workload turned unauthenticated: ${status.statusReason}`;
     if (status.status === 'error' || status.status === 'stopped' || status.status === 'stopping') {
-      this.#fatal = `the workload is ${status.status}: ${status.statusReason}`;
+      this.#fatal = `the workload stopped serving (status ${status.status}): ${status.statusReason}`;
     }
     return previous !== undefined;
   }
@@ -434,8 +438,9 @@ export class DemoStory {
     const signal = this.#background.signal;
     while (!signal.aborted) {
       const read = await readStatus(files);
-      if (read !== undefined && this.#observe(effectiveStatus(read))) {
-        this.#more(`status: ${read.status} (refresh ${read.refresh.state}) — ${explainStatus(read)}`);
+      const status = read === undefined ? undefined : effectiveStatus(read); // a dead process shows as error
+      if (status !== undefined && this.#observe(status)) {
+        this.#more(`status: ${status.status} (refresh ${status.refresh.state}) — ${explainStatus(status)}`);
       }
       await sleep(100, undefined, { signal }).catch(() => undefined);
     }
@@ -465,6 +470,11 @@ export class DemoStory {
   // ---- the MCP client -------------------------------------------------------
 
   async #connect(url: string): Promise<void> {
+    const [{ Client }, { StreamableHTTPClientTransport, StreamableHTTPError }] = await Promise.all([
+      import('@modelcontextprotocol/sdk/client/index.js'),
+      import('@modelcontextprotocol/sdk/client/streamableHttp.js'),
+    ]);
+    this.#isHttpError = (error) => error instanceof StreamableHTTPError;
     // Records why a POST failed (status, the JSON `error`, Retry-After): the SDK's error keeps only the status.
     const recordingFetch = async (input: string | URL, init?: RequestInit): Promise<Response> => {
       const response = await fetch(input, init);
@@ -519,7 +529,7 @@ export class DemoStory {
       return end(true, `ok, ${JSON.stringify(text ?? '')}`, 'ok');
     } catch (error) {
       const answer = this.#failedAnswer();
-      if (error instanceof StreamableHTTPError && answer !== undefined) {
+      if (this.#isHttpError(error) && answer !== undefined) {
         const kind = `${String(answer.status)} ${answer.error ?? 'error'}`;
         return end(false, answer.retryAfter === null ? kind : `${kind}, Retry-After ${answer.retryAfter}`, kind);
       }
@@ -742,7 +752,7 @@ export class DemoStory {
       }
     }
     const pid = this.#workloadPid;
-    if (pid !== undefined && isAlive(pid)) {
+    if (pid !== undefined && isWorkloadProcess(pid)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -759,6 +769,23 @@ export class DemoStory {
   async #waitFor(done: () => boolean, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!done() && Date.now() < deadline) await sleep(50);
+  }
+}
+
+/**
+ * Whether `pid` is still the demo's workload process. Process ids are reused
+ * (quickly, where `pid_max` is small), so a bare liveness probe is not enough
+ * to kill by: where `ps` exists, the process must still be `tether __serve demo`;
+ * an exited process that its parent has not yet reaped (a zombie) does not count.
+ */
+function isWorkloadProcess(pid: number): boolean {
+  if (!isAlive(pid)) return false;
+  if (process.platform === 'win32') return true;
+  try {
+    const command = execFileSync('ps', ['-o', 'args=', '-p', String(pid)], { encoding: 'utf8', timeout: 5_000 });
+    return command.includes(`${SERVE_COMMAND} ${DEMO_WORKLOAD}`) && !command.includes('<defunct>');
+  } catch {
+    return false; // no such process (ps exits 1), or no ps: then the liveness probe alone would risk another process
   }
 }
 

@@ -139,8 +139,12 @@ class BridgeFailure extends TetherError {
 /** One upstream MCP session: its own transport (and so its own `Mcp-Session-Id`). */
 class Session {
   readonly transport: StreamableHTTPClientTransport;
-  /** A `GET` event stream was opened: a later `404` to a `GET` means the session ended. */
-  streamOpened = false;
+  /**
+   * The server has shown that it knows this session — it opened a `GET`
+   * event stream, or accepted a message of the client's in it — so a `404` to
+   * a `GET` means that the session ended.
+   */
+  known = false;
   /** Replaced or closed: what it still delivers, or fails to, no longer concerns the client. */
   retired = false;
 
@@ -284,6 +288,7 @@ class StdioBridge {
   async #deliver(session: Session, message: JSONRPCMessage): Promise<void> {
     if (isJSONRPCRequest(message)) this.#inFlight.set(message.id, { session, sent: false });
     await session.transport.send(message);
+    session.known = true;
     if (isJSONRPCRequest(message)) {
       const entry = this.#inFlight.get(message.id);
       if (entry?.session === session) entry.sent = true;
@@ -495,9 +500,9 @@ class StdioBridge {
         if (method !== 'GET') {
           throw new BridgeFailure({ code: 'ERR_SESSION_LOST', status: 404 }, 'the MCP session ended (HTTP 404)');
         }
-        // Only a stream that was open once: a server that refuses the stream of a brand-new session
+        // Only for a session the server knew: one that refuses the stream of every brand-new session
         // would otherwise be sent one new session after another.
-        if (session.streamOpened && !session.retired) {
+        if (session.known && !session.retired) {
           this.#renew(session, 'its event stream answered 404').catch((error: unknown) => {
             this.#report(error);
           });
@@ -506,7 +511,7 @@ class StdioBridge {
         // it, as it should for a session that has ended.
         return new Response(null, { status: 405, statusText: 'Method Not Allowed' });
       }
-      if (method === 'GET' && response.ok) session.streamOpened = true;
+      if (method === 'GET' && response.ok) session.known = true;
       return response;
     };
   }

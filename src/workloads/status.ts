@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { KeeperSnapshot } from '../keeper/types.js';
@@ -87,13 +88,28 @@ export async function readStatus(files: WorkloadFiles): Promise<WorkloadStatus |
   }
 }
 
-/** True while a process with this pid exists (a signal-0 probe). */
+/**
+ * True while a process with this pid runs: a signal-0 probe, and on Linux
+ * not a zombie — in a container whose init does not reap orphans, a
+ * workload that exited stays a zombie and would otherwise look alive forever.
+ */
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return hasCode(error, 'EPERM');
+  }
+  return !isZombie(pid);
+}
+
+function isZombie(pid: number): boolean {
+  if (process.platform !== 'linux') return false;
+  try {
+    const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
+    const state = stat.charAt(stat.lastIndexOf(')') + 2); // after "pid (comm) "
+    return state === 'Z' || state === 'X';
+  } catch {
+    return false;
   }
 }
 
