@@ -5,8 +5,10 @@ import { TetherError } from '../errors.js';
 import { extraUpstreamHeaders } from '../proxy/headers.js';
 import { SERVE_COMMAND } from '../workloads/process.js';
 import type { Io } from './output.js';
-import { run, serve } from './run.js';
-import { list, loginAgain, logs, refresh, remove, restart, start, status, stop } from './workloads.js';
+
+// Each command loads what it needs when it runs: `--help` and `list` need not load the proxy or OAuth.
+const runModule = (): Promise<typeof import('./run.js')> => import('./run.js');
+const workloads = (): Promise<typeof import('./workloads.js')> => import('./workloads.js');
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -115,7 +117,9 @@ export function buildProgram(io: Io): Command {
         throw new InvalidArgumentError('two different remote URLs were given (argument and --remote-url)');
       }
       const { remoteUrl, port, browser, deviceCode, foreground, header: headers, ...rest } = options;
-      await run(io, remote, {
+      await (
+        await runModule()
+      ).run(io, remote, {
         ...rest,
         port: port ?? 0,
         openBrowser: browser,
@@ -131,7 +135,7 @@ export function buildProgram(io: Io): Command {
     .option('--all', 'include stopped workloads')
     .option('--json', 'JSON: an array of status objects (fields in the README)')
     .action(async (options: { all?: boolean; json?: boolean }) => {
-      await list(io, { all: options.all === true, json: options.json === true });
+      await (await workloads()).list(io, { all: options.all === true, json: options.json === true });
     });
 
   program
@@ -140,7 +144,7 @@ export function buildProgram(io: Io): Command {
     .argument('<name>')
     .option('--json', 'JSON: the status object with its recent events')
     .action(async (name: string, options: { json?: boolean }) => {
-      await status(io, name, { json: options.json === true });
+      await (await workloads()).status(io, name, { json: options.json === true });
     });
 
   program
@@ -150,29 +154,29 @@ export function buildProgram(io: Io): Command {
     .option('-f, --follow', 'keep printing new events')
     .option('--json', 'print the JSON lines as stored')
     .action(async (name: string, options: { follow?: boolean; json?: boolean }) => {
-      await logs(io, name, { follow: options.follow === true, json: options.json === true });
+      await (await workloads()).logs(io, name, { follow: options.follow === true, json: options.json === true });
     });
 
   program
     .command('stop')
     .description('stop a workload (its credentials stay)')
     .argument('<name>')
-    .action((name: string) => stop(io, name));
+    .action(async (name: string) => (await workloads()).stop(io, name));
   program
     .command('start')
     .description('start a stopped workload with its stored credentials (no browser)')
     .argument('<name>')
-    .action((name: string) => start(io, name));
+    .action(async (name: string) => (await workloads()).start(io, name));
   program
     .command('restart')
     .description('stop and start a workload (no browser while its refresh token is good)')
     .argument('<name>')
-    .action((name: string) => restart(io, name));
+    .action(async (name: string) => (await workloads()).restart(io, name));
   program
     .command('rm')
     .description('stop a workload and delete it with its stored credentials')
     .argument('<name>')
-    .action((name: string) => remove(io, name));
+    .action(async (name: string) => (await workloads()).remove(io, name));
 
   program
     .command('login')
@@ -187,7 +191,9 @@ export function buildProgram(io: Io): Command {
         name: string,
         options: { reregister?: boolean; browser?: boolean; deviceCode?: boolean; callbackPort?: number },
       ) => {
-        await loginAgain(io, name, {
+        await (
+          await workloads()
+        ).loginAgain(io, name, {
           reregister: options.reregister === true,
           openBrowser: options.browser !== false,
           deviceCode: options.deviceCode === true,
@@ -200,13 +206,12 @@ export function buildProgram(io: Io): Command {
     .command('refresh')
     .description('attempt a token refresh now')
     .argument('<name>')
-    .action((name: string) => refresh(io, name));
+    .action(async (name: string) => (await workloads()).refresh(io, name));
 
   program
     .command('connect')
     .description('a stdio bridge to a workload, for MCP clients that only speak stdio (use as their command)')
     .argument('<name>')
-    // Loaded on use: the MCP SDK (and, for the demo, the authorization server) would slow every other command.
     .action(async (name: string) => (await import('./connect.js')).connect(io, name));
 
   program
@@ -215,7 +220,7 @@ export function buildProgram(io: Io): Command {
     .action(async () => (await import('./demo.js')).demo(io));
 
   program.addCommand(
-    new Command(SERVE_COMMAND).argument('<name>').action((name: string) => serve(io, name)),
+    new Command(SERVE_COMMAND).argument('<name>').action(async (name: string) => (await runModule()).serve(io, name)),
     { hidden: true },
   );
 
