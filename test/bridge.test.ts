@@ -17,7 +17,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { closeServer } from '../src/demo/auth-server.js';
 import { startMcpServer, type TestMcpServer } from '../src/demo/mcp-server.js';
 import { BRIDGE_ERROR_CODE, type BridgeErrorData } from '../src/proxy/bridge.js';
-import { type BridgeGate, startBridgeGate } from './support/bridge-gate.js';
+import { type BridgeGate, type BridgeGateOptions, startBridgeGate } from './support/bridge-gate.js';
 
 const CHILD = fileURLToPath(new URL('./support/bridge-child.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -28,8 +28,8 @@ async function mcpServer(): Promise<TestMcpServer> {
   return server;
 }
 
-async function gate(target: string): Promise<BridgeGate> {
-  const started = await startBridgeGate(target);
+async function gate(target: string, options?: BridgeGateOptions): Promise<BridgeGate> {
+  const started = await startBridgeGate(target, options);
   onTestFinished(() => started.close());
   return started;
 }
@@ -98,11 +98,12 @@ describe('tether connect: the stdio bridge', { timeout: 60_000 }, () => {
 
   it('starts a new session when the server answers 404 for an expired one, and resends the request', async () => {
     const server = await mcpServer();
-    const { client, clientErrors } = await bridgedClient(server.url);
+    // No event streams: only the POST can find the session gone.
+    const front = await gate(server.url, { eventStreams: false });
+    const { client, clientErrors } = await bridgedClient(front.url);
     expect(text(await client.callTool({ name: 'whoami' }))).toBe('anonymous');
 
     await server.dropSessions();
-    // At once, long before the bridge would reconnect its event stream: the POST meets the 404.
     expect(text(await client.callTool({ name: 'whoami' }))).toBe('anonymous');
 
     expect(server.requests).toContainEqual(expect.objectContaining({ method: 'POST', status: 404 }));

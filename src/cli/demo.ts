@@ -18,6 +18,7 @@ export async function demo(io: Io): Promise<void> {
       return;
     }
     story.killNow();
+    io.stderr.write('tether demo: stopped at once; what it started is killed.\n');
     process.exit(130);
   };
   process.on('SIGINT', onSignal);

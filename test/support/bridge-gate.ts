@@ -3,7 +3,9 @@
  * local proxy in the bridge tests: it passes every request through (bodies
  * and event streams streamed as they come) until told to refuse, and then
  * answers everything itself the way the proxy does without a usable token —
- * a status, headers and a JSON body.
+ * a status, headers and a JSON body. Optionally it refuses `GET` event
+ * streams (`405`, as a server without them does), so that a client can learn
+ * of an ended session only from its `POST`s.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -26,10 +28,19 @@ export interface BridgeGate {
   close(): Promise<void>;
 }
 
-export async function startBridgeGate(target: string): Promise<BridgeGate> {
+export interface BridgeGateOptions {
+  /** `false`: answer every `GET` with `405`; default `true`. */
+  readonly eventStreams?: boolean;
+}
+
+export async function startBridgeGate(target: string, options: BridgeGateOptions = {}): Promise<BridgeGate> {
   const targetUrl = new URL(target);
   let refusal: Refusal | undefined;
   const server = http.createServer((req, res) => {
+    if (options.eventStreams === false && req.method === 'GET') {
+      res.writeHead(405, { allow: 'POST, DELETE' }).end();
+      return;
+    }
     if (refusal !== undefined) {
       req.resume();
       res.writeHead(refusal.status, { 'content-type': 'application/json', ...refusal.headers });
