@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock/system.js';
 import { defaultName } from '../src/cli/run.js';
+import { isProcessAlive as isAlive } from '../src/store/lock.js';
 import { CredentialStore } from '../src/store/store.js';
 import { controlRequest, startControlServer } from '../src/workloads/control.js';
 import {
@@ -19,7 +20,6 @@ import { WorkloadMetrics } from '../src/workloads/metrics.js';
 import { loadSpec } from '../src/workloads/spec.js';
 import {
   effectiveStatus,
-  isAlive,
   readStatus,
   type WorkloadStatus,
   workloadNames,

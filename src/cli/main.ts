@@ -227,6 +227,9 @@ export function buildProgram(io: Io): Command {
   return program;
 }
 
+/** Errors in what was typed rather than in what happened: exit code 2. */
+const USAGE_ERRORS: ReadonlySet<string> = new Set(['ERR_USAGE', 'ERR_INVALID_WORKLOAD_NAME', 'ERR_INSECURE_ENDPOINT']);
+
 const io: Io = { stdout: process.stdout, stderr: process.stderr, env: process.env };
 try {
   await buildProgram(io).parseAsync(process.argv);
@@ -237,6 +240,9 @@ try {
     process.exitCode = 2;
   } else if (error instanceof CommanderError) {
     process.exitCode = error.exitCode === 0 ? 0 : 2;
+  } else if (error instanceof TetherError && USAGE_ERRORS.has(error.code)) {
+    process.stderr.write(`tether: ${error.message}\n(run \`tether --help\` for usage)\n`);
+    process.exitCode = 2;
   } else {
     const code = error instanceof TetherError ? ` [${error.code}]` : '';
     process.stderr.write(`tether: ${error instanceof Error ? error.message : String(error)}${code}\n`);

@@ -1,11 +1,14 @@
 import { systemClock } from '../clock/system.js';
 import { TetherError } from '../errors.js';
-import { assertSecureEndpoint, HttpClient } from '../oauth/http.js';
+import { assertSecureEndpoint, HttpClient, isLoopback } from '../oauth/http.js';
 import { CredentialStore } from '../store/store.js';
 import { WorkloadFiles } from '../workloads/files.js';
 import { clientFor, discoverRemote, login, type LoginChoice, scopesFor } from '../workloads/setup.js';
 import { loadSpec, saveSpec, type WorkloadClient, type WorkloadSpec } from '../workloads/spec.js';
-import { readStatus } from '../workloads/status.js';
+import { CLIENT_SECRET_ENV } from '../oauth/client-secret.js';
+import path from 'node:path';
+import { readStatus, workloadProcessTitle } from '../workloads/status.js';
+import { DEFAULT_LOCK_OPTIONS, withFileLock } from '../store/lock.js';
 import { serveWorkload } from '../workloads/workload.js';
 import { clientSnippets, type Io, progressPrinter } from './output.js';
 import { startWorkload } from './workloads.js';
@@ -43,6 +46,12 @@ export function defaultName(remoteUrl: URL): string {
  */
 export async function run(io: Io, remote: string, options: RunOptions): Promise<void> {
   const remoteUrl = assertSecureEndpoint(remote, 'the remote MCP URL');
+  if (!isLoopback(new URL(`http://${options.host.includes(':') ? `[${options.host}]` : options.host}`))) {
+    throw new TetherError(
+      'ERR_USAGE',
+      `--host ${options.host} is not a loopback address: anyone who can reach it would get requests sent with your token; use 127.0.0.1 (the default), ::1 or localhost`,
+    );
+  }
   const name = options.name ?? defaultName(remoteUrl);
   const store = await CredentialStore.open({ env: io.env });
   const files = new WorkloadFiles(store.dir, name);
@@ -79,14 +88,26 @@ export async function run(io: Io, remote: string, options: RunOptions): Promise<
       },
       context,
     );
-    const client: WorkloadClient =
+    const wanted =
       options.clientId === undefined
-        ? { kind: 'dynamic' }
-        : {
+        ? ({ kind: 'dynamic' } as const)
+        : ({
             kind: 'static',
             clientId: options.clientId,
-            ...(options.clientSecretFile !== undefined && { clientSecretFile: options.clientSecretFile }),
-          };
+            // Absolute: `start` and `login` may run from another directory.
+            ...(options.clientSecretFile !== undefined && { clientSecretFile: path.resolve(options.clientSecretFile) }),
+            ...(options.clientSecretFile === undefined &&
+              io.env[CLIENT_SECRET_ENV.name] !== undefined &&
+              io.env[CLIENT_SECRET_ENV.name] !== '' && { secretFromEnv: true }),
+          } as const);
+    const registration = await clientFor(
+      { authorizationServer: discovery.authorizationServer, client: wanted },
+      false,
+      options.deviceCode,
+      context,
+    );
+    const client: WorkloadClient =
+      wanted.kind === 'dynamic' ? { kind: 'dynamic', clientId: registration.clientId } : wanted;
     spec = {
       version: 1,
       name,
@@ -101,7 +122,6 @@ export async function run(io: Io, remote: string, options: RunOptions): Promise<
       ...(options.callbackPort !== undefined && { callbackPort: options.callbackPort }),
       createdAt: new Date(clock.now()).toISOString(),
     };
-    const registration = await clientFor(spec, false, options.deviceCode, context);
     const tokens = await login(spec, registration, options, context);
     await store.saveTokens(name, tokens);
     await saveSpec(store, spec);
@@ -121,13 +141,33 @@ export async function run(io: Io, remote: string, options: RunOptions): Promise<
 export async function serveInForeground(io: Io, store: CredentialStore, name: string, echo = true): Promise<void> {
   // Listening before the workload starts: a stop that comes while it starts waits for it, then stops it.
   const stopRequested = new Promise<void>((resolve) => {
-    process.once('SIGINT', () => {
-      resolve();
-    });
-    process.once('SIGTERM', () => {
-      resolve();
-    });
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+      process.once(signal, () => {
+        resolve();
+      });
+    }
   });
+  const files = new WorkloadFiles(store.dir, name);
+  // `ps` and `tether list` know the process by this title; a pid reused by another program is not taken for it.
+  process.title = workloadProcessTitle(name);
+  // One process per workload: a second one (two `tether start`s at once) leaves quietly, writing nothing.
+  await withFileLock(files.instanceLock, clock, { ...DEFAULT_LOCK_OPTIONS, timeoutMs: 0 }, async () => {
+    await serveHoldingLock(io, store, name, echo, stopRequested);
+  }).catch((error: unknown) => {
+    if (error instanceof TetherError && error.code === 'ERR_STORE_LOCK_TIMEOUT') {
+      throw new TetherError('ERR_ALREADY_RUNNING', `workload ${name} is already running in another process`);
+    }
+    throw error;
+  });
+}
+
+async function serveHoldingLock(
+  io: Io,
+  store: CredentialStore,
+  name: string,
+  echo: boolean,
+  stopRequested: Promise<void>,
+): Promise<void> {
   const workload = await serveWorkload({
     store,
     name,

@@ -8,15 +8,8 @@ import { followEvents, formatRecord, readEvents } from '../workloads/events.js';
 import { WorkloadFiles } from '../workloads/files.js';
 import { spawnWorkload, stopWorkloadProcess, waitUntilServing } from '../workloads/process.js';
 import { clientFor, login, type LoginChoice } from '../workloads/setup.js';
-import { loadSpec, type WorkloadSpec } from '../workloads/spec.js';
-import {
-  effectiveStatus,
-  isAlive,
-  readStatus,
-  type WorkloadStatus,
-  workloadNames,
-  writeStatus,
-} from '../workloads/status.js';
+import { loadSpec, saveSpec, type WorkloadSpec } from '../workloads/spec.js';
+import { effectiveStatus, readStatus, type WorkloadStatus, workloadNames, writeStatus } from '../workloads/status.js';
 import { clientSnippets, type Io, nextStep, progressPrinter, relative, table } from './output.js';
 
 const clock = systemClock;
@@ -59,7 +52,16 @@ export async function currentStatus(files: WorkloadFiles, spec: WorkloadSpec): P
 export async function startWorkload(io: Io, files: WorkloadFiles, snippets: boolean): Promise<WorkloadStatus> {
   io.stderr.write(`Starting workload ${files.name} …\n`);
   const pid = await spawnWorkload(files, io.env);
-  const status = await waitUntilServing(files, pid, clock);
+  const interrupted = (): void => {
+    io.stderr.write(
+      `\nStopped waiting. Workload ${files.name} goes on starting in the background: \`tether status ${files.name}\` shows it, \`tether stop ${files.name}\` stops it.\n`,
+    );
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
+  const status = await waitUntilServing(files, pid, clock).finally(() => {
+    process.off('SIGINT', interrupted);
+  });
   io.stdout.write(`Workload ${files.name} is ${status.status}: ${status.proxyUrl ?? ''} → ${status.remoteUrl}\n`);
   const step = nextStep(status);
   if (step !== undefined) io.stdout.write(`${status.statusReason}\n${step}\n`);
@@ -81,18 +83,19 @@ export async function start(io: Io, name: string): Promise<void> {
 /** `tether stop NAME`: a graceful stop; a process that does not stop in time is killed. */
 export async function stop(io: Io, name: string): Promise<void> {
   const { files, spec } = await openWorkload(io, name);
-  if (!(await stopWorkloadProcess(files, clock))) {
+  const wasRunning = await stopWorkloadProcess(files, clock);
+  const after = await currentStatus(files, spec);
+  if (!wasRunning && after.status !== 'error') {
     io.stdout.write(`Workload ${name} is not running.\n`);
     return;
   }
-  const after = await currentStatus(files, spec);
   if (after.status !== 'stopped') {
     // Killed, or it died while stopping: the file must not keep saying it runs.
     const { pid, ...rest } = after;
     await writeStatus(files, {
       ...rest,
       status: 'stopped',
-      statusReason: 'stopped (the process had to be killed)',
+      statusReason: wasRunning ? 'stopped (the process had to be killed)' : 'stopped (its process had already ended)',
       statusSince: new Date(clock.now()).toISOString(),
       updatedAt: new Date(clock.now()).toISOString(),
     });
@@ -246,13 +249,22 @@ export async function loginAgain(io: Io, name: string, options: { reregister: bo
   try {
     const context = { store, http, clock, env: io.env, progress: progressPrinter(io) };
     const client = await clientFor(spec, options.reregister, options.deviceCode, context);
-    const tokens = await login(spec, client, options, context);
+    const callbackPort = options.callbackPort ?? spec.callbackPort;
+    const tokens = await login(
+      spec,
+      client,
+      { ...options, ...(callbackPort !== undefined && { callbackPort }) },
+      context,
+    );
     await store.saveTokens(name, tokens);
+    if (spec.client.kind === 'dynamic' && spec.client.clientId !== client.clientId) {
+      await saveSpec(store, { ...spec, client: { kind: 'dynamic', clientId: client.clientId } });
+    }
   } finally {
     await http.close();
   }
   const current = await currentStatus(files, spec);
-  if (current.pid === undefined || !isAlive(current.pid)) {
+  if (current.pid === undefined) {
     io.stdout.write(`Saved the new credentials. Start the workload with \`tether start ${name}\`.\n`);
     return;
   }

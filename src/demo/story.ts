@@ -12,7 +12,7 @@
  * temporary state directory — is removed at the end, also on failure and on
  * interruption.
  */
-import { type ChildProcess, execFileSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -24,8 +24,7 @@ import { KEEPER_ENV, type KeeperConfig } from '../config/keeper-config.js';
 import { TetherError } from '../errors.js';
 import { formatRecord, type LogRecord, readEvents } from '../workloads/events.js';
 import { WorkloadFiles } from '../workloads/files.js';
-import { SERVE_COMMAND } from '../workloads/process.js';
-import { effectiveStatus, isAlive, readStatus, type WorkloadStatus } from '../workloads/status.js';
+import { effectiveStatus, isWorkloadProcess, readStatus, type WorkloadStatus } from '../workloads/status.js';
 import { CLI_ENTRY, TetherCli } from './cli.js';
 import type { RecordedTokenRequest } from './fault-proxy.js';
 import type { Remote } from './remote.js';
@@ -165,7 +164,7 @@ export class DemoStory {
   killNow(): void {
     for (const child of this.#children) child.kill('SIGKILL');
     const pid = this.#workloadPid;
-    if (pid !== undefined && isWorkloadProcess(pid)) {
+    if (pid !== undefined && isWorkloadProcess(pid, DEMO_WORKLOAD)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -321,7 +320,7 @@ export class DemoStory {
       throw new TetherError('ERR_DEMO', `\`tether rm\` exited with ${String(removed.code)}: ${removed.stderr.trim()}`);
     }
     for (const line of removed.stdout.trim().split('\n')) this.#more(line);
-    if (isWorkloadProcess(started.pid)) {
+    if (isWorkloadProcess(started.pid, DEMO_WORKLOAD)) {
       throw new TetherError(
         'ERR_DEMO',
         `the workload process (pid ${String(started.pid)}) is still alive after \`tether rm\``,
@@ -763,7 +762,7 @@ export class DemoStory {
       }
     }
     const pid = this.#workloadPid;
-    if (pid !== undefined && isWorkloadProcess(pid)) {
+    if (pid !== undefined && isWorkloadProcess(pid, DEMO_WORKLOAD)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -780,23 +779,6 @@ export class DemoStory {
   async #waitFor(done: () => boolean, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!done() && Date.now() < deadline) await sleep(50);
-  }
-}
-
-/**
- * Whether `pid` is still the demo's workload process. Process ids are reused
- * (quickly, where `pid_max` is small), so a bare liveness probe is not enough
- * to kill by: where `ps` exists, the process must still be `tether __serve demo`;
- * an exited process that its parent has not yet reaped (a zombie) does not count.
- */
-function isWorkloadProcess(pid: number): boolean {
-  if (!isAlive(pid)) return false;
-  if (process.platform === 'win32') return true;
-  try {
-    const command = execFileSync('ps', ['-o', 'args=', '-p', String(pid)], { encoding: 'utf8', timeout: 5_000 });
-    return command.includes(`${SERVE_COMMAND} ${DEMO_WORKLOAD}`) && !command.includes('<defunct>');
-  } catch {
-    return false; // no such process (ps exits 1), or no ps: then the liveness probe alone would risk another process
   }
 }
 

@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { open, unlink, utimes } from 'node:fs/promises';
 import os from 'node:os';
@@ -159,19 +160,35 @@ async function takeOver(
 
 function abandoned(seen: Seen, watch: Watch, options: LockOptions): boolean {
   const owner = seen.owner;
-  if (owner !== undefined && owner.host === os.hostname() && owner.pid !== process.pid && !alive(owner.pid)) {
+  if (owner !== undefined && owner.host === os.hostname() && owner.pid !== process.pid && !isProcessAlive(owner.pid)) {
     return true;
   }
   return watch.unchangedFor(seen.identity) >= options.staleMs;
 }
 
-function alive(pid: number): boolean {
+/**
+ * True while a process with this pid runs: a signal-0 probe (EPERM: it
+ * exists but belongs to someone else), and on Linux not a zombie — in a
+ * container whose init does not reap orphans, a process that exited stays a
+ * zombie and would otherwise look alive forever.
+ */
+export function isProcessAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
-    // EPERM: it exists but belongs to someone else.
-    return !hasCode(error, 'ESRCH');
+    if (!hasCode(error, 'EPERM')) return false;
+  }
+  return !isZombie(pid);
+}
+
+function isZombie(pid: number): boolean {
+  if (process.platform !== 'linux') return false;
+  try {
+    const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
+    const state = stat.charAt(stat.lastIndexOf(')') + 2); // after "pid (comm) "
+    return state === 'Z' || state === 'X';
+  } catch {
+    return false;
   }
 }
 

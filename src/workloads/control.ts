@@ -1,4 +1,5 @@
-import { chmod, unlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import path from 'node:path';
 import http from 'node:http';
 import { TetherError } from '../errors.js';
 import { hasCode } from '../store/files.js';
@@ -49,7 +50,10 @@ export async function startControlServer(socketPath: string, handlers: ControlHa
       send(500, { error: 'failed', message: error instanceof Error ? error.message : 'failed' });
     });
   });
-  if (process.platform !== 'win32') await unlink(socketPath).catch(() => undefined);
+  if (process.platform !== 'win32') {
+    await privateSocketDir(path.dirname(socketPath));
+    await unlink(socketPath).catch(() => undefined);
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => {
@@ -59,6 +63,19 @@ export async function startControlServer(socketPath: string, handlers: ControlHa
   });
   if (process.platform !== 'win32') await chmod(socketPath, 0o600);
   return server;
+}
+
+/** Makes sure the socket's directory is this user's alone (`0700`): in a shared temp directory, another user could have made it first. */
+async function privateSocketDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const info = await lstat(dir);
+  const uid = process.getuid?.();
+  if (!info.isDirectory() || (uid !== undefined && info.uid !== uid) || (info.mode & 0o077) !== 0) {
+    throw new TetherError(
+      'ERR_CONTROL_SOCKET',
+      `${dir} is not a private directory of this user (it must be a directory, owned by you, mode 0700); remove it, or set TETHER_HOME to a shorter path`,
+    );
+  }
 }
 
 /**

@@ -125,15 +125,19 @@ export async function followEvents(
   );
   while (!signal.aborted) {
     await new Promise<void>((resolve) => {
-      const timer = clock.setTimeout(resolve, pollMs, { keepAlive: true });
-      signal.addEventListener(
-        'abort',
+      const onAbort = (): void => {
+        clock.clearTimeout(timer);
+        resolve();
+      };
+      const timer = clock.setTimeout(
         () => {
-          clock.clearTimeout(timer);
+          signal.removeEventListener('abort', onAbort);
           resolve();
         },
-        { once: true },
+        pollMs,
+        { keepAlive: true },
       );
+      signal.addEventListener('abort', onAbort, { once: true });
     });
     let size: number;
     try {

@@ -31,6 +31,11 @@ export class WorkloadFiles {
     return path.join(this.dir, 'events.jsonl');
   }
 
+  /** Held by the workload's process while it lives: one process per workload. */
+  get instanceLock(): string {
+    return path.join(this.dir, 'instance.lock');
+  }
+
   /** The workload process's stderr: where a crash leaves its report. */
   get stderr(): string {
     return path.join(this.dir, 'stderr.log');
@@ -39,12 +44,14 @@ export class WorkloadFiles {
   /**
    * The control channel: a named pipe on Windows, else a Unix socket in the
    * workload's directory (`0700`), or — when that path is too long for a
-   * socket — one in the temp directory named by a hash of it.
+   * socket — one named by a hash of it in a directory of the user's own in
+   * the temp directory (`tether-<uid>`, `0700`, checked before use).
    */
   get controlSocket(): string {
     const inDir = path.join(this.dir, 'control.sock');
     const hash = createHash('sha256').update(inDir).digest('hex').slice(0, 24);
     if (process.platform === 'win32') return `\\\\.\\pipe\\tether-${hash}`;
-    return Buffer.byteLength(inDir) <= SOCKET_PATH_MAX ? inDir : path.join(os.tmpdir(), `tether-${hash}.sock`);
+    if (Buffer.byteLength(inDir) <= SOCKET_PATH_MAX) return inDir;
+    return path.join(os.tmpdir(), `tether-${String(process.getuid?.() ?? 'user')}`, `${hash.slice(0, 16)}.sock`);
   }
 }

@@ -4,7 +4,8 @@ import type { Clock } from '../clock/clock.js';
 import { TetherError } from '../errors.js';
 import { hasCode, readIfExists } from '../store/files.js';
 import type { WorkloadFiles } from './files.js';
-import { effectiveStatus, isAlive, readStatus, type WorkloadStatus, type WorkloadStatusKind } from './status.js';
+import { isProcessAlive } from '../store/lock.js';
+import { effectiveStatus, readStatus, type WorkloadStatus, type WorkloadStatusKind } from './status.js';
 
 /** The hidden CLI command that runs a workload's process. */
 export const SERVE_COMMAND = '__serve';
@@ -30,7 +31,7 @@ function sleep(clock: Clock, ms: number): Promise<void> {
 export async function spawnWorkload(files: WorkloadFiles, env: NodeJS.ProcessEnv): Promise<number> {
   const entry = process.argv[1];
   if (entry === undefined) throw new TetherError('ERR_SPAWN', 'cannot tell which script this CLI runs from');
-  const stderr = await open(files.stderr, 'w', 0o600);
+  const stderr = await open(files.stderr, 'a', 0o600); // appended: a restart keeps the last crash's report
   try {
     const child = spawn(process.execPath, [...process.execArgv, entry, SERVE_COMMAND, files.name], {
       detached: true,
@@ -58,13 +59,17 @@ export async function waitUntilServing(
   timeoutMs = START_TIMEOUT_MS,
 ): Promise<WorkloadStatus> {
   const deadline = clock.monotonic() + timeoutMs;
+  const since = new Date(clock.now()).toISOString();
   for (;;) {
     const status = await readStatus(files);
-    if (status?.pid === pid && SERVING.has(status.status)) return status;
-    if (status?.pid === pid && status.status === 'error') {
+    if (status?.pid === pid && SERVING.has(status.status) && status.proxyUrl !== undefined) return status;
+    if (status?.status === 'error' && status.updatedAt >= since) {
       throw new TetherError('ERR_WORKLOAD_START', `the workload could not start: ${status.statusReason}`);
     }
-    if (!isAlive(pid)) {
+    if (!isProcessAlive(pid)) {
+      // Lost a race with another start of the same workload: that one serves.
+      const other = status === undefined ? undefined : effectiveStatus(status);
+      if (other?.pid !== undefined && SERVING.has(other.status) && other.proxyUrl !== undefined) return other;
       const stderr = ((await readIfExists(files.stderr)) ?? '').trim().split('\n').slice(-8).join('\n');
       throw new TetherError(
         'ERR_WORKLOAD_START',
@@ -72,6 +77,7 @@ export async function waitUntilServing(
       );
     }
     if (clock.monotonic() > deadline) {
+      process.kill(pid, 'SIGTERM'); // not left half-started behind the user's back
       throw new TetherError(
         'ERR_WORKLOAD_START',
         `the workload process (pid ${String(pid)}) did not serve within ${String(timeoutMs / 1000)}s; see \`tether logs ${files.name}\``,
@@ -97,7 +103,7 @@ export async function stopWorkloadProcess(files: WorkloadFiles, clock: Clock): P
     throw error;
   }
   const deadline = clock.monotonic() + STOP_TIMEOUT_MS;
-  while (isAlive(pid)) {
+  while (isProcessAlive(pid)) {
     if (clock.monotonic() > deadline) {
       process.kill(pid, 'SIGKILL');
       break;

@@ -1,7 +1,8 @@
 import type { Clock } from '../clock/clock.js';
 import { discover, discoveredScopes, type Discovery } from '../oauth/discovery.js';
 import { type HttpClient, assertSecureEndpoint, oauthRequestOptions } from '../oauth/http.js';
-import { readClientSecret } from '../oauth/client-secret.js';
+import { CLIENT_SECRET_ENV, readClientSecret } from '../oauth/client-secret.js';
+import { TetherError } from '../errors.js';
 import { loginWithBrowser, loginWithDeviceCode, type LoginPrompt } from '../oauth/login.js';
 import { type ClientRegistration, DEFAULT_GRANT_TYPES, ensureClient, staticClient } from '../oauth/registration.js';
 import type { TokenSet } from '../keeper/types.js';
@@ -66,7 +67,11 @@ export function scopesFor(discovery: Discovery, requested: readonly string[] | u
  * registration, registered now if there is none (or anew with `reregister`).
  */
 export async function clientFor(
-  spec: Pick<WorkloadSpec, 'authorizationServer' | 'client'>,
+  spec: {
+    readonly authorizationServer: WorkloadSpec['authorizationServer'];
+    /** A dynamic client is registered (or the cached one reused) whatever its id was. */
+    readonly client: { readonly kind: 'dynamic' } | Extract<WorkloadClient, { kind: 'static' }>;
+  },
   reregister: boolean,
   deviceCode: boolean,
   context: SetupContext,
@@ -93,6 +98,12 @@ export async function userClient(
   env: SetupContext['env'],
 ): Promise<ClientRegistration> {
   const clientSecret = await readClientSecret(client.clientSecretFile, env);
+  if (client.secretFromEnv === true && clientSecret === undefined) {
+    throw new TetherError(
+      'ERR_CLIENT_SECRET',
+      `this workload's client secret came from ${CLIENT_SECRET_ENV.name}, which is not set here; set it in this shell and run the command again`,
+    );
+  }
   return staticClient(as, { clientId: client.clientId, ...(clientSecret !== undefined && { clientSecret }) });
 }
 

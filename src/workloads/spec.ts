@@ -3,14 +3,22 @@ import type { CredentialStore } from '../store/store.js';
 import { TetherError } from '../errors.js';
 
 /**
- * How a workload's client authenticates. A dynamic client's registration is
- * in the store's registration cache; a static client's secret is never
- * stored by tether: it is read again from `clientSecretFile`, or from
- * `TETHER_CLIENT_SECRET` in the workload's environment, at every start.
+ * The client a workload logs in and refreshes with. A dynamic client is
+ * registered by tether (public: no secret) and cached per authorization
+ * server; the workload keeps its own `clientId`, so that another workload
+ * re-registering (`tether login --reregister`) does not take its client away.
+ * A static client's secret is never stored by tether: it is read again at
+ * every start from `clientSecretFile` (an absolute path) or, when `secretFromEnv`, from
+ * `TETHER_CLIENT_SECRET`.
  */
 export type WorkloadClient =
-  | { readonly kind: 'dynamic' }
-  | { readonly kind: 'static'; readonly clientId: string; readonly clientSecretFile?: string };
+  | { readonly kind: 'dynamic'; readonly clientId: string }
+  | {
+      readonly kind: 'static';
+      readonly clientId: string;
+      readonly clientSecretFile?: string;
+      readonly secretFromEnv?: boolean;
+    };
 
 /**
  * What a workload is: everything its process needs to start without the

@@ -3,6 +3,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { KeeperSnapshot } from '../keeper/types.js';
 import { hasCode, readIfExists, writeFileAtomic } from '../store/files.js';
+import { isProcessAlive } from '../store/lock.js';
 import { WORKLOAD_NAME_PATTERN } from '../store/paths.js';
 import type { WorkloadFiles } from './files.js';
 
@@ -88,26 +89,22 @@ export async function readStatus(files: WorkloadFiles): Promise<WorkloadStatus |
   }
 }
 
-/**
- * True while a process with this pid runs: a signal-0 probe, and on Linux
- * not a zombie — in a container whose init does not reap orphans, a
- * workload that exited stays a zombie and would otherwise look alive forever.
- */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    return hasCode(error, 'EPERM');
-  }
-  return !isZombie(pid);
+/** The title a workload process gives itself, so that a pid reused by another program is not taken for it. */
+export function workloadProcessTitle(name: string): string {
+  return `tether-workload ${name}`;
 }
 
-function isZombie(pid: number): boolean {
-  if (process.platform !== 'linux') return false;
+/**
+ * True while `pid` is the workload `name`'s process: alive, and — where the
+ * command line can be read cheaply (Linux) — titled as that workload, so that
+ * after a crash and a reboot a reused pid is neither shown as the workload
+ * nor signalled by \`tether stop\`.
+ */
+export function isWorkloadProcess(pid: number, name: string): boolean {
+  if (!isProcessAlive(pid)) return false;
+  if (process.platform !== 'linux') return true;
   try {
-    const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
-    const state = stat.charAt(stat.lastIndexOf(')') + 2); // after "pid (comm) "
-    return state === 'Z' || state === 'X';
+    return readFileSync(`/proc/${String(pid)}/cmdline`, 'utf8').startsWith(workloadProcessTitle(name));
   } catch {
     return false;
   }
@@ -127,7 +124,10 @@ const LIVE: ReadonlySet<WorkloadStatusKind> = new Set([
  * gone while the file says it lives is `error` (DESIGN §7: a dead process is
  * never shown as `running`).
  */
-export function effectiveStatus(status: WorkloadStatus, alive: (pid: number) => boolean = isAlive): WorkloadStatus {
+export function effectiveStatus(
+  status: WorkloadStatus,
+  alive: (pid: number) => boolean = (pid) => isWorkloadProcess(pid, status.name),
+): WorkloadStatus {
   if (!LIVE.has(status.status)) return status;
   if (status.pid !== undefined && alive(status.pid)) return status;
   const { pid, ...rest } = status;

@@ -8,7 +8,7 @@ import { TokenKeeper } from '../keeper/keeper.js';
 import type { KeeperEvent, RefreshFunction } from '../keeper/types.js';
 import { HttpClient } from '../oauth/http.js';
 import { createRefreshFunction } from '../oauth/refresh.js';
-import type { ClientRegistration } from '../oauth/registration.js';
+import { type ClientRegistration, DEFAULT_GRANT_TYPES } from '../oauth/registration.js';
 import { type RunningProxy, startProxy } from '../proxy/proxy.js';
 import { hasCode } from '../store/files.js';
 import type { CredentialStore } from '../store/store.js';
@@ -49,14 +49,18 @@ async function loadClient(
 ): Promise<ClientRegistration> {
   const as = spec.authorizationServer;
   if (spec.client.kind === 'static') return userClient(as, spec.client, env);
-  const registration = await store.loadRegistration(as.issuer);
-  if (registration === undefined) {
-    throw new TetherError(
-      'ERR_NO_CLIENT',
-      `no client registration is stored for ${as.issuer}; run \`tether login ${spec.name}\` to register and log in again`,
-    );
-  }
-  return registration;
+  const cached = await store.loadRegistration(as.issuer);
+  if (cached?.clientId === spec.client.clientId) return cached;
+  // Another workload re-registered since: this one's client, public, is still its own.
+  return {
+    kind: 'dynamic',
+    issuer: as.issuer,
+    clientId: spec.client.clientId,
+    tokenEndpointAuthMethod: 'none',
+    redirectUris: [],
+    grantTypes: DEFAULT_GRANT_TYPES,
+    registeredAt: 0,
+  };
 }
 
 /**
@@ -79,7 +83,8 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
   const metrics = new WorkloadMetrics();
   const recent: LogRecord[] = [];
   const record = (entry: LogRecord): void => {
-    recent.push(entry);
+    // The timeline `tether status` shows is the keeper's and the workload's, not every request a client retried.
+    if (entry.type !== 'proxy') recent.push(entry);
     if (recent.length > RECENT_EVENTS) recent.shift();
     void log.append(entry);
     options.echo?.(formatRecord(entry));
@@ -97,7 +102,8 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
     name,
     remoteUrl: spec.remoteUrl,
     ...(proxy !== undefined && { proxyUrl: proxy.url, port: proxy.port }),
-    ...(kind !== 'stopped' && { pid: process.pid }),
+    // Only a live process has a pid here: a stopped or failed one is not to be signalled or waited for.
+    ...(kind !== 'stopped' && kind !== 'error' && { pid: process.pid }),
     status: kind,
     statusReason: reason,
     statusSince: iso(since),
@@ -186,6 +192,7 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
       reload: async () => {
         const tokens = await store.loadTokens(name);
         if (tokens === undefined) throw new TetherError('ERR_NO_CREDENTIALS', 'no credentials are stored');
+        spec = (await loadSpec(store, name)) ?? spec; // `tether login` may have changed the client
         refresh = createRefreshFunction({
           http,
           authorizationServer: spec.authorizationServer,
@@ -225,17 +232,23 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
     throw error;
   }
 
+  /**
+   * The keeper first: it aborts an attempt in flight (which a control request
+   * such as `tether refresh` may be waiting for) and waits for its saves.
+   */
   async function shutdown(): Promise<void> {
     for (const watcher of watchers) watcher.stop();
+    await keeper?.stop();
     await proxy?.close();
     await new Promise<void>((resolve) => {
       if (control === undefined) resolve();
-      else
+      else {
         control.close(() => {
           resolve();
         });
+        control.closeAllConnections();
+      }
     });
-    await keeper?.stop();
     await http.close();
   }
 }

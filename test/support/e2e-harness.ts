@@ -4,6 +4,7 @@
  * state directory, compressed keeper timings, the real remote of
  * `src/demo/remote.ts`, and the cleanup that leaves no process behind.
  */
+import { isProcessAlive } from '../../src/store/lock.js';
 import { existsSync, statSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
@@ -81,15 +82,8 @@ export function describeResult(result: CliResult): string {
   return `exit ${String(result.code)}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`;
 }
 
-/** True while a process with this pid exists. */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+/** True while a process with this pid runs (not a zombie). */
+export const isAlive = isProcessAlive;
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
