@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 /**
  * End to end (DESIGN §3, §6, §7, §8): the BUILT `tether` CLI in child
  * processes, with a temporary `TETHER_HOME`, against the real remote of
@@ -255,6 +256,37 @@ describe('tether end to end (built CLI, real remote)', () => {
       expect(mcp.whoami).toBe(TEST_ACCOUNT);
       expect(e2e.authorizationCodeGrants()).toBe(1);
       await expectNoBrowserPrompt(NAME, restart.stdout, restart.stderr);
+    },
+  );
+
+  it(
+    'two tether starts at once leave one workload process serving, and both say where',
+    { timeout: 40_000 },
+    async () => {
+      const { status } = await e2e.runWorkload(NAME);
+      const stopped = await e2e.tether(['stop', NAME]);
+      expect(stopped.code, describeResult(stopped)).toBe(0);
+      expect(isAlive(status.pid ?? -1)).toBe(false);
+
+      const [first, second] = await Promise.all([e2e.tether(['start', NAME]), e2e.tether(['start', NAME])]);
+      expect(first.code, describeResult(first)).toBe(0);
+      expect(second.code, describeResult(second)).toBe(0);
+      const running = await e2e.waitForStatus(NAME, (s) => s.status === 'running', 'running after two starts');
+      expect(first.stdout + second.stdout).toContain(running.proxyUrl ?? 'no url');
+      // The workload processes of this name, by the title they give themselves (Linux: /proc; CI runs there).
+      const workloads = readdirSync('/proc')
+        .filter((entry) => /^\d+$/.test(entry))
+        .filter((pid) => {
+          try {
+            return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith(`tether-workload ${NAME}\0`);
+          } catch {
+            return false; // ended meanwhile
+          }
+        });
+      expect(workloads).toEqual([String(running.pid)]);
+
+      const mcp = await mcpThrough(running.proxyUrl ?? '');
+      expect(mcp.whoami).toBe(TEST_ACCOUNT);
     },
   );
 

@@ -20,6 +20,7 @@ import { WorkloadMetrics } from '../src/workloads/metrics.js';
 import { loadSpec } from '../src/workloads/spec.js';
 import {
   effectiveStatus,
+  isWorkloadProcess,
   readStatus,
   type WorkloadStatus,
   workloadNames,
@@ -62,6 +63,16 @@ describe('workload status', () => {
     expect(shown.statusReason).toContain('pid 4242');
     expect(shown.statusReason).toContain('tether restart w');
   });
+
+  it.runIf(process.platform === 'linux')(
+    'a pid now used by another program is not the workload (after a crash and pid reuse)',
+    () => {
+      // This test process is alive, but it is not titled as workload w.
+      const shown = effectiveStatus(status({ pid: process.pid }));
+      expect(shown.status).toBe('error');
+      expect(isWorkloadProcess(process.pid, 'w')).toBe(false);
+    },
+  );
 
   it('a live process keeps its status; a stopped workload needs no process', () => {
     expect(effectiveStatus(status(), () => true).status).toBe('running');
