@@ -143,8 +143,9 @@ export function buildProgram(io: Io): Command {
     .description('details of one workload and its recent timeline')
     .argument('<name>')
     .option('--json', 'JSON: the status object with its recent events')
-    .action(async (name: string, options: { json?: boolean }) => {
-      await (await workloads()).status(io, name, { json: options.json === true });
+    .option('--timeline', 'the whole event log drawn as a timeline: status over time, refresh attempts, triggers')
+    .action(async (name: string, options: { json?: boolean; timeline?: boolean }) => {
+      await (await workloads()).status(io, name, { json: options.json === true, timeline: options.timeline === true });
     });
 
   program

@@ -6,6 +6,7 @@ import { CredentialStore } from '../store/store.js';
 import { controlRequest } from '../workloads/control.js';
 import { followEvents, formatRecord, readEvents } from '../workloads/events.js';
 import { WorkloadFiles } from '../workloads/files.js';
+import { renderTimeline } from '../workloads/timeline.js';
 import { spawnWorkload, stopWorkloadProcess, waitUntilServing } from '../workloads/process.js';
 import { clientFor, login, type LoginChoice } from '../workloads/setup.js';
 import { loadSpec, saveSpec, type WorkloadSpec } from '../workloads/spec.js';
@@ -152,8 +153,13 @@ export async function list(io: Io, options: { all: boolean; json: boolean }): Pr
 }
 
 /** `tether status NAME [--json]`: the live status from the process, else the files; with recent events. */
-export async function status(io: Io, name: string, options: { json: boolean }): Promise<void> {
+export async function status(io: Io, name: string, options: { json: boolean; timeline: boolean }): Promise<void> {
   const { files, spec } = await openWorkload(io, name);
+  if (options.timeline) {
+    io.stdout.write(`Workload ${name}: `);
+    io.stdout.write(renderTimeline(await readEvents(files), clock.now()));
+    return;
+  }
   let current: WorkloadStatus & { events?: unknown[] } = await currentStatus(files, spec);
   if (current.pid !== undefined) {
     const live = await controlRequest(files.controlSocket, 'GET', '/status', 5000).catch(() => undefined);
