@@ -273,12 +273,15 @@ describe('tether end to end (built CLI, real remote)', () => {
       expect(second.code, describeResult(second)).toBe(0);
       const running = await e2e.waitForStatus(NAME, (s) => s.status === 'running', 'running after two starts');
       expect(first.stdout + second.stdout).toContain(running.proxyUrl ?? 'no url');
-      // The workload processes of this name, by the title they give themselves (Linux: /proc; CI runs there).
+      // This test's workload processes: titled with its name, in its TETHER_HOME (Linux: /proc; CI runs there).
       const workloads = readdirSync('/proc')
         .filter((entry) => /^\d+$/.test(entry))
         .filter((pid) => {
           try {
-            return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith(`tether-workload ${NAME}\0`);
+            return (
+              readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith(`tether-workload ${NAME}\0`) &&
+              readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`TETHER_HOME=${e2e.home}`)
+            );
           } catch {
             return false; // ended meanwhile
           }

@@ -52,7 +52,7 @@ export async function currentStatus(files: WorkloadFiles, spec: WorkloadSpec): P
 /** Starts the workload's process and waits until it serves; prints where. */
 export async function startWorkload(io: Io, files: WorkloadFiles, snippets: boolean): Promise<WorkloadStatus> {
   io.stderr.write(`Starting workload ${files.name} …\n`);
-  const pid = await spawnWorkload(files, io.env);
+  const spawned = await spawnWorkload(files, io.env);
   const interrupted = (): void => {
     io.stderr.write(
       `\nStopped waiting. Workload ${files.name} goes on starting in the background: \`tether status ${files.name}\` shows it, \`tether stop ${files.name}\` stops it.\n`,
@@ -60,7 +60,7 @@ export async function startWorkload(io: Io, files: WorkloadFiles, snippets: bool
     process.exit(130);
   };
   process.once('SIGINT', interrupted);
-  const status = await waitUntilServing(files, pid, clock).finally(() => {
+  const status = await waitUntilServing(files, spawned, clock).finally(() => {
     process.off('SIGINT', interrupted);
   });
   io.stdout.write(`Workload ${files.name} is ${status.status}: ${status.proxyUrl ?? ''} → ${status.remoteUrl}\n`);

@@ -8,7 +8,9 @@ import type { DynamicClient, RegistrationStore } from '../oauth/registration.js'
  * headless interactions, plus {@link loginHeadlessly}: a whole
  * authorization-code + PKCE login without a browser. Optionally with the
  * device authorization grant (RFC 8628) and a headless user who enters the
- * user code ({@link TestAuthServer.enterUserCode}).
+ * user code ({@link TestAuthServer.enterUserCode}). Optionally with a grace
+ * period for reusing a rotated refresh token
+ * ({@link AuthServerOptions.refreshTokenReuseGraceSeconds}).
  */
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
@@ -36,6 +38,15 @@ export interface AuthServerOptions {
   readonly registration?: boolean;
   /** Enables the device authorization grant (oidc-provider's `features.deviceFlow`). Default off. */
   readonly deviceFlow?: DeviceFlowOptions;
+  /**
+   * Seconds during which a refresh token already rotated may be used again
+   * (and is rotated again), as servers with a reuse interval allow (Okta's
+   * grace period, Auth0's reuse interval). Default 0: oidc-provider's own
+   * behaviour, where reusing a rotated refresh token gets `invalid_grant`
+   * and revokes the whole grant. Changeable later through
+   * {@link TestAuthServer.refreshTokenReuseGraceSeconds}.
+   */
+  readonly refreshTokenReuseGraceSeconds?: number;
 }
 
 /** The device authorization grant (RFC 8628) on the test server. */
@@ -61,6 +72,15 @@ export interface RecordedTokenRequest {
   readonly error?: string;
   /** True when the test server answered `slow_down` in place of oidc-provider's `authorization_pending`. */
   readonly slowedDown?: boolean;
+  /**
+   * `refresh_token` grants: the refresh token the client presented, and the
+   * one the answer carried — test evidence of which token was spent and which
+   * was issued (this server is a test peer; its tokens protect nothing).
+   */
+  readonly presentedRefreshToken?: string;
+  readonly issuedRefreshToken?: string;
+  /** True when the presented refresh token had been rotated already and was accepted within the reuse grace. */
+  readonly reusedWithinGrace?: boolean;
 }
 
 /** The last page the headless user saw. */
@@ -105,6 +125,8 @@ export interface TestAuthServer {
    * substitution hides no state change from the client.
    */
   slowDownNextPolls(count: number): void;
+  /** The reuse grace for rotated refresh tokens, in seconds (see {@link AuthServerOptions}); may be changed at any time. */
+  refreshTokenReuseGraceSeconds: number;
   close(): Promise<void>;
 }
 
@@ -134,9 +156,10 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
   let consent: ConsentAnswer = 'grant';
   let slowDowns = 0;
   const tokenRequests: RecordedTokenRequest[] = [];
+  const reuse = { graceSeconds: options.refreshTokenReuseGraceSeconds ?? 0, withinGrace: new Set<string>() };
 
   const provider = new Provider(issuer, {
-    adapter: memoryAdapter(),
+    adapter: memoryAdapter(reuse),
     clients: options.clients ?? [],
     clientDefaults: {
       application_type: 'native',
@@ -212,7 +235,10 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
     if (ctx.path !== '/token') return;
     const body = ctx.body as { error?: unknown } | undefined;
     const error = typeof body?.error === 'string' ? body.error : undefined;
-    const grantType = (ctx.oidc as { params?: { grant_type?: unknown } } | undefined)?.params?.grant_type;
+    const params = (ctx.oidc as { params?: { grant_type?: unknown; refresh_token?: unknown } } | undefined)?.params;
+    const grantType = params?.grant_type;
+    const presented = typeof params?.refresh_token === 'string' ? params.refresh_token : undefined;
+    const issued = (body as { refresh_token?: unknown } | undefined)?.refresh_token;
     const slowedDown = error === 'authorization_pending' && slowDowns > 0;
     if (slowedDown) {
       slowDowns--;
@@ -223,6 +249,11 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
       status: ctx.status,
       ...(error !== undefined && { error: slowedDown ? 'slow_down' : error }),
       ...(slowedDown && { slowedDown }),
+      ...(presented !== undefined && { presentedRefreshToken: presented }),
+      ...(typeof issued === 'string' && { issuedRefreshToken: issued }),
+      ...(presented !== undefined &&
+        ctx.status === 200 &&
+        reuse.withinGrace.has(presented) && { reusedWithinGrace: true }),
     });
   });
 
@@ -263,6 +294,12 @@ export async function startAuthServer(options: AuthServerOptions = {}): Promise<
     slowDownNextPolls(count) {
       slowDowns = count;
     },
+    get refreshTokenReuseGraceSeconds() {
+      return reuse.graceSeconds;
+    },
+    set refreshTokenReuseGraceSeconds(seconds: number) {
+      reuse.graceSeconds = seconds;
+    },
     close: () => closeServer(server),
   };
 }
@@ -274,9 +311,17 @@ function page(title: string, content: string): string {
 /**
  * Storage for one server: oidc-provider's own in-memory adapter is shared by
  * every server in the process, evicts past 1,000 entries and warns on start.
+ *
+ * It also emulates a reuse grace for rotated refresh tokens, which
+ * oidc-provider does not have: its refresh grant refuses a token whose
+ * payload is `consumed` (and revokes the grant), so within the grace a
+ * consumed refresh token is handed out without that mark, and is rotated
+ * again; its id is noted in `withinGrace`.
  */
-function memoryAdapter(): AdapterFactory {
+function memoryAdapter(reuse: { readonly graceSeconds: number; readonly withinGrace: Set<string> }): AdapterFactory {
   const entries = new Map<string, AdapterPayload>();
+  /** When each refresh token was first consumed (ms), for the grace. */
+  const consumedAt = new Map<string, number>();
   const byGrant = new Map<string, string[]>();
   const byUid = new Map<string, string>();
   const byUserCode = new Map<string, string>();
@@ -291,12 +336,25 @@ function memoryAdapter(): AdapterFactory {
         if (payload.userCode !== undefined) byUserCode.set(payload.userCode, id);
         return Promise.resolve();
       },
-      find: (id) => Promise.resolve(entries.get(key(id))),
+      find: (id) => {
+        const entry = entries.get(key(id));
+        const since = consumedAt.get(key(id));
+        if (model === 'RefreshToken' && entry?.consumed !== undefined && since !== undefined) {
+          if (Date.now() - since < reuse.graceSeconds * 1000) {
+            reuse.withinGrace.add(id);
+            const unconsumed: AdapterPayload = { ...entry };
+            delete unconsumed.consumed;
+            return Promise.resolve(unconsumed);
+          }
+        }
+        return Promise.resolve(entry);
+      },
       findByUid: (uid) => Promise.resolve(entries.get(key(byUid.get(uid) ?? ''))),
       findByUserCode: (userCode) => Promise.resolve(entries.get(key(byUserCode.get(userCode) ?? ''))),
       consume(id) {
         const entry = entries.get(key(id));
         if (entry !== undefined) entry.consumed = Math.floor(Date.now() / 1000);
+        if (!consumedAt.has(key(id))) consumedAt.set(key(id), Date.now());
         return Promise.resolve();
       },
       destroy(id) {
@@ -421,7 +479,7 @@ export interface HeadlessBrowserOptions {
  * the login's listener.
  */
 export function headlessBrowser(
-  httpClient: HttpClient,
+  httpClient: Pick<HttpClient, 'fetch'>,
   hooks: HeadlessBrowserOptions = {},
 ): (url: string) => Promise<boolean> {
   return async (url) => {
@@ -500,7 +558,11 @@ function keepCookies(jar: Map<string, string>, response: Response): void {
 }
 
 /** GETs `start` and follows redirects, with a cookie jar, until one points at a URL `isTarget` accepts. */
-async function followRedirects(httpClient: HttpClient, start: URL, isTarget: (url: URL) => boolean): Promise<URL> {
+async function followRedirects(
+  httpClient: Pick<HttpClient, 'fetch'>,
+  start: URL,
+  isTarget: (url: URL) => boolean,
+): Promise<URL> {
   const jar = new Map<string, string>();
   let url = start;
   for (let hop = 0; hop < 20; hop++) {

@@ -14,7 +14,10 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { closeServer } from './auth-server.js';
 
-/** What the proxy answers instead of forwarding. */
+/**
+ * What the proxy answers instead of forwarding — except `delay`, which
+ * forwards late on purpose (see there).
+ */
 export type Fault =
   /** 403 with an HTML block page, as a WAF or CDN sends it. */
   | { readonly kind: 'waf_403' }
@@ -33,7 +36,17 @@ export type Fault =
   /** 200 with a JSON body of `bytes` bytes (default 10 MB). */
   | { readonly kind: 'huge'; readonly bytes?: number }
   /** Any JSON answer (a registration without `client_id`, a token response without `access_token`, forged metadata). */
-  | { readonly kind: 'json'; readonly status: number; readonly body: unknown };
+  | { readonly kind: 'json'; readonly status: number; readonly body: unknown }
+  /**
+   * A slow path, forwarded — the one fault that reaches the server. `request`:
+   * the request is held `ms`, then forwarded, unless the client has gone away
+   * meanwhile (then the server never sees it, so no refresh token is spent
+   * behind the client's back). `response`: forwarded at once, and the
+   * server's answer held `ms` before it is passed on — a window in which the
+   * server has already rotated the refresh token and the client does not
+   * know it yet; a client that goes away meanwhile never gets the answer.
+   */
+  | { readonly kind: 'delay'; readonly ms: number; readonly phase: 'request' | 'response' };
 
 /**
  * Which requests a fault hits (oidc-provider's routes): token requests
@@ -49,7 +62,11 @@ export interface RecordedTokenRequest {
   readonly grantType: string | undefined;
   /** `forwarded` to the server, or the fault that answered instead. */
   readonly answer: 'forwarded' | Fault['kind'];
-  /** The status the client got; absent for `reset` and `hang`. */
+  /**
+   * The status the client got; absent for `reset` and `hang`. For `delay`,
+   * the server's status, recorded when the server answered (`response`: before
+   * the client gets it, if it ever does).
+   */
   readonly status?: number;
 }
 
@@ -65,6 +82,10 @@ export interface FaultProxy {
 
 export interface FaultProxyOptions {
   readonly target?: string;
+  /** The address to listen on. Default `127.0.0.1`. */
+  readonly host?: string;
+  /** The port to listen on. Default 0 (any free port). */
+  readonly port?: number;
   /** Serve https with this key and certificate (see {@link selfSignedCertificate}). */
   readonly tls?: { readonly key: string; readonly cert: string };
 }
@@ -77,6 +98,15 @@ export async function startFaultProxy(options: FaultProxyOptions = {}): Promise<
   let target = options.target;
   let active: { fault: Fault; scope: FaultScope } | undefined;
   const tokenRequests: RecordedTokenRequest[] = [];
+  // Pending `delay` timers, cleared on close so that nothing fires after it.
+  const timers = new Set<NodeJS.Timeout>();
+  const later = (ms: number, fn: () => void): void => {
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      fn();
+    }, ms);
+    timers.add(timer);
+  };
 
   const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const chunks: Buffer[] = [];
@@ -90,9 +120,26 @@ export async function startFaultProxy(options: FaultProxyOptions = {}): Promise<
         const grantType = new URLSearchParams(body.toString()).get('grant_type') ?? undefined;
         tokenRequests.push({ at: Date.now(), grantType, answer, ...(status !== undefined && { status }) });
       };
-      if (active !== undefined && inScope(active.scope, req.method, path)) {
-        const status = answerWithFault(active.fault, req, res);
-        record(active.fault.kind, status);
+      const fault = active !== undefined && inScope(active.scope, req.method, path) ? active.fault : undefined;
+      if (fault?.kind === 'delay') {
+        const tls = options.tls !== undefined;
+        const onAnswer = (status: number): void => {
+          record('delay', status);
+        };
+        if (fault.phase === 'request') {
+          later(fault.ms, () => {
+            if (!res.destroyed && !res.writableEnded) forward(target, req, res, body, tls, onAnswer);
+          });
+        } else {
+          forward(target, req, res, body, tls, onAnswer, (send) => {
+            later(fault.ms, send);
+          });
+        }
+        return;
+      }
+      if (fault !== undefined) {
+        const status = answerWithFault(fault, req, res);
+        record(fault.kind, status);
         return;
       }
       forward(target, req, res, body, options.tls !== undefined, (status) => {
@@ -102,10 +149,18 @@ export async function startFaultProxy(options: FaultProxyOptions = {}): Promise<
   };
 
   const server = options.tls === undefined ? http.createServer(handle) : https.createServer(options.tls, handle);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const host = options.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
   const scheme = options.tls === undefined ? 'http' : 'https';
+  const urlHost = host.includes(':') ? `[${host}]` : host;
   return {
-    url: `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: `${scheme}://${urlHost}:${(server.address() as AddressInfo).port}`,
     tokenRequests,
     setTarget(url) {
       target = url;
@@ -113,7 +168,11 @@ export async function startFaultProxy(options: FaultProxyOptions = {}): Promise<
     setFault(fault, scope = 'token') {
       active = fault === undefined ? undefined : { fault, scope };
     },
-    close: () => closeServer(server),
+    close: () => {
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      return closeServer(server);
+    },
   };
 }
 
@@ -131,7 +190,11 @@ function inScope(scope: FaultScope, method: string | undefined, path: string): b
 }
 
 /** Answers `req` with `fault`; returns the status sent, if any. */
-function answerWithFault(fault: Fault, req: http.IncomingMessage, res: http.ServerResponse): number | undefined {
+function answerWithFault(
+  fault: Exclude<Fault, { kind: 'delay' }>,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+): number | undefined {
   const send = (status: number, contentType: string, body: string | Buffer, headers = {}): number => {
     res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body), ...headers });
     res.end(body);
@@ -166,6 +229,11 @@ function answerWithFault(fault: Fault, req: http.IncomingMessage, res: http.Serv
   }
 }
 
+/**
+ * Forwards `req` to `target` and streams the answer back. With `hold`, the
+ * answer is read whole first and `hold` decides when it is sent (a `delay`
+ * fault); a client gone by then gets nothing.
+ */
 function forward(
   target: string | undefined,
   req: http.IncomingMessage,
@@ -173,6 +241,7 @@ function forward(
   body: Buffer,
   tls: boolean,
   done: (status: number) => void,
+  hold?: (send: () => void) => void,
 ): void {
   if (target === undefined) {
     res.writeHead(502).end('no target');
@@ -189,9 +258,24 @@ function forward(
       },
     },
     (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-      done(answer.statusCode ?? 502);
+      const status = answer.statusCode ?? 502;
+      if (hold === undefined) {
+        res.writeHead(status, answer.headers);
+        answer.pipe(res);
+        done(status);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+      answer.on('end', () => {
+        done(status);
+        hold(() => {
+          if (res.destroyed || res.writableEnded) return;
+          res.on('error', () => undefined);
+          res.writeHead(status, answer.headers);
+          res.end(Buffer.concat(chunks));
+        });
+      });
     },
   );
   upstream.on('error', () => res.destroy());
@@ -199,10 +283,11 @@ function forward(
 }
 
 /**
- * A throwaway self-signed certificate (EC P-256, SAN `IP:127.0.0.1`, valid
- * one day), written in DER by hand so that the tests need no `openssl`.
+ * A throwaway self-signed certificate (EC P-256, valid one day) for the IPv4
+ * addresses `ips` (SAN `IP:…`, default `127.0.0.1`), written in DER by hand
+ * so that the tests need no `openssl`.
  */
-export function selfSignedCertificate(): { key: string; cert: string } {
+export function selfSignedCertificate(ips: readonly string[] = ['127.0.0.1']): { key: string; cert: string } {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const ecdsaWithSha256 = seq(oid('1.2.840.10045.4.3.2'));
   const name = seq(set(seq(oid('2.5.4.3'), tlv(0x0c, Buffer.from('tether test')))));
@@ -218,8 +303,8 @@ export function selfSignedCertificate(): { key: string; cert: string } {
     tlv(
       0xa3,
       seq(
-        // subjectAltName: iPAddress 127.0.0.1
-        seq(oid('2.5.29.17'), tlv(0x04, seq(tlv(0x87, Buffer.from([127, 0, 0, 1]))))),
+        // subjectAltName: iPAddress for each of `ips`
+        seq(oid('2.5.29.17'), tlv(0x04, seq(...ips.map((ip) => tlv(0x87, ipv4Bytes(ip)))))),
         // basicConstraints (critical): CA, so that it can be its own trust anchor
         seq(oid('2.5.29.19'), tlv(0x01, Buffer.from([0xff])), tlv(0x04, seq(tlv(0x01, Buffer.from([0xff]))))),
       ),
@@ -230,6 +315,14 @@ export function selfSignedCertificate(): { key: string; cert: string } {
   const cert = `-----BEGIN CERTIFICATE-----\n${der.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END CERTIFICATE-----\n`;
   new X509Certificate(cert); // throws if the DER is malformed
   return { key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), cert };
+}
+
+function ipv4Bytes(ip: string): Buffer {
+  const parts = ip.split('.').map(Number);
+  if (parts.length !== 4 || parts.some((part) => !Number.isInteger(part) || part < 0 || part > 255)) {
+    throw new Error(`not an IPv4 address: ${ip}`);
+  }
+  return Buffer.from(parts);
 }
 
 function tlv(tag: number, value: Buffer): Buffer {

@@ -23,16 +23,23 @@ function sleep(clock: Clock, ms: number): Promise<void> {
   return new Promise((resolve) => clock.setTimeout(resolve, ms, { keepAlive: true }));
 }
 
+/** A workload process just started, and where its own lines of `stderr.log` begin. */
+export interface SpawnedWorkload {
+  readonly pid: number;
+  readonly stderrFrom: number;
+}
+
 /**
  * Starts the workload's process, detached from the terminal (it outlives the
  * command that started it), with this CLI's own entry point and the caller's
- * environment; its stderr goes to the workload's `stderr.log`. Returns its pid.
+ * environment; its stderr is appended to the workload's `stderr.log`.
  */
-export async function spawnWorkload(files: WorkloadFiles, env: NodeJS.ProcessEnv): Promise<number> {
+export async function spawnWorkload(files: WorkloadFiles, env: NodeJS.ProcessEnv): Promise<SpawnedWorkload> {
   const entry = process.argv[1];
   if (entry === undefined) throw new TetherError('ERR_SPAWN', 'cannot tell which script this CLI runs from');
   const stderr = await open(files.stderr, 'a', 0o600); // appended: a restart keeps the last crash's report
   try {
+    const stderrFrom = (await stderr.stat()).size;
     const child = spawn(process.execPath, [...process.execArgv, entry, SERVE_COMMAND, files.name], {
       detached: true,
       stdio: ['ignore', 'ignore', stderr.fd],
@@ -41,7 +48,7 @@ export async function spawnWorkload(files: WorkloadFiles, env: NodeJS.ProcessEnv
     });
     if (child.pid === undefined) throw new TetherError('ERR_SPAWN', 'the workload process could not be started');
     child.unref();
-    return child.pid;
+    return { pid: child.pid, stderrFrom };
   } finally {
     await stderr.close();
   }
@@ -54,7 +61,7 @@ export async function spawnWorkload(files: WorkloadFiles, env: NodeJS.ProcessEnv
  */
 export async function waitUntilServing(
   files: WorkloadFiles,
-  pid: number,
+  { pid, stderrFrom }: SpawnedWorkload,
   clock: Clock,
   timeoutMs = START_TIMEOUT_MS,
 ): Promise<WorkloadStatus> {
@@ -67,10 +74,17 @@ export async function waitUntilServing(
       throw new TetherError('ERR_WORKLOAD_START', `the workload could not start: ${status.statusReason}`);
     }
     if (!isProcessAlive(pid)) {
-      // Lost a race with another start of the same workload: that one serves.
+      // Lost a race with another start of the same workload: that one serves, or soon will.
       const other = status === undefined ? undefined : effectiveStatus(status);
       if (other?.pid !== undefined && SERVING.has(other.status) && other.proxyUrl !== undefined) return other;
-      const stderr = ((await readIfExists(files.stderr)) ?? '').trim().split('\n').slice(-8).join('\n');
+      if (other?.pid !== undefined && other.status === 'starting' && clock.monotonic() <= deadline) {
+        await sleep(clock, 100);
+        continue;
+      }
+      const ours = Buffer.from((await readIfExists(files.stderr)) ?? '')
+        .subarray(stderrFrom)
+        .toString('utf8');
+      const stderr = ours.trim().split('\n').slice(-8).join('\n');
       throw new TetherError(
         'ERR_WORKLOAD_START',
         `the workload process exited before serving${stderr === '' ? '' : `:\n${stderr}`}\n(see ${files.stderr})`,

@@ -1,0 +1,601 @@
+/**
+ * bench/scale — many keepers in one process (issue 5): 1,000 and 10,000
+ * `TokenKeeper`s with the defaults, each with its own in-memory token endpoint
+ * (a refresh function that rotates the refresh token and sends `expires_in`)
+ * and its own in-memory store.
+ *
+ * 1. Heap per keeper: `heapUsed` after a full GC with the keepers running,
+ *    minus the same before they were made, divided by their number. Tokens
+ *    are what a real server sends: a 1,024-character JWT as the access token
+ *    and a 1,024-character refresh token (the size of Keycloak's JWT refresh
+ *    tokens; opaque ones are usually shorter). Measured just after `start()`
+ *    and after each keeper's first refresh, with the token strings alone and
+ *    with 16-character tokens alongside, to tell the keeper's own cost apart.
+ * 2. CPU while idle: `process.cpuUsage()` over `--idle-seconds` (default 60)
+ *    of wall time, the keepers holding 1-hour tokens (the first refresh is
+ *    ~45 minutes away), on the real clock.
+ * 3. Refresh storms: every token issued at the same moment with the same
+ *    expiry; each request's arrival is recorded and the most requests in any
+ *    1-second window reported as a share of the keepers, with the first→last
+ *    spread. On the real clock for short tokens (`--storm-lifetime-seconds`,
+ *    default 20) and for a restart whose stored tokens are already due; on a
+ *    `FakeClock` for lifetimes that would take too long to wait out (100 s,
+ *    5 min, 1 h) and for a wake from sleep. The fake clock runs the same
+ *    keeper code, with a token endpoint that answers at once.
+ *
+ *   npm run bench:scale [-- --idle-seconds 60 --storm-lifetime-seconds 20]
+ *
+ * Heap figures need `global.gc`: without `--expose-gc` the script runs itself
+ * again with it (and with tsx's loader, taken from `process.execArgv`).
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import type { Clock } from '../src/clock/clock.js';
+import { FakeClock } from '../src/clock/fake.js';
+import { systemClock } from '../src/clock/system.js';
+import { DEFAULT_KEEPER_CONFIG } from '../src/config/keeper-config.js';
+import { TokenKeeper } from '../src/keeper/keeper.js';
+import { tokenTimes } from '../src/keeper/timing.js';
+import type { KeeperStore, RefreshFunction, RefreshResult, TokenSet } from '../src/keeper/types.js';
+import { machineLine, printTable } from './table.js';
+
+const exposedGc = globalThis.gc;
+if (exposedGc === undefined) {
+  const args = [...process.execArgv, '--expose-gc', ...process.argv.slice(1)];
+  const child = spawnSync(process.execPath, args, { stdio: 'inherit' });
+  process.exit(child.status ?? 1);
+}
+const gc = exposedGc;
+
+const { values: flags } = parseArgs({
+  options: {
+    'idle-seconds': { type: 'string', default: '60' },
+    'storm-lifetime-seconds': { type: 'string', default: '20' },
+  },
+});
+function positive(name: string, raw: string): number {
+  const value = Number(raw);
+  if (!(Number.isFinite(value) && value > 0)) throw new Error(`--${name} must be a positive number, got ${raw}`);
+  return value;
+}
+const IDLE_SECONDS = positive('idle-seconds', flags['idle-seconds']);
+const WALL_STORM_LIFETIME_S = positive('storm-lifetime-seconds', flags['storm-lifetime-seconds']);
+
+const SECOND = 1000;
+const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
+
+const SIZES = [1_000, 10_000] as const;
+const TOKEN_CHARS = 1024;
+const HEAP_TARGET_BYTES = 5_000;
+const IDLE_CPU_TARGET_PERCENT = 1;
+const STORM_TARGET_PERCENT = 5;
+/** Stored tokens of a restart: issued this long ago, 1-hour lifetime, so past the refresh point (~45 min) but still valid. */
+const DUE_ISSUED_AGO_MS = 50 * MINUTE;
+/** How long the machine sleeps in the wake scenario. */
+const SLEEP_MS = 8 * HOUR;
+
+const T0 = performance.now();
+const progress = (message: string): void => {
+  process.stderr.write(`bench/scale: [${((performance.now() - T0) / 1000).toFixed(1)} s] ${message}\n`);
+};
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const wallNow = (): number => performance.timeOrigin + performance.now();
+
+// ---- tokens -----------------------------------------------------------------
+
+const JWT_HEADER = Buffer.from('{"alg":"RS256","typ":"JWT","kid":"bench-scale"}').toString('base64url');
+
+/** A JWT-shaped token of TOKEN_CHARS characters (header.payload.RS256-signature), as one flat string. */
+function jwt(): string {
+  const signature = randomBytes(256).toString('base64url');
+  const payloadChars = TOKEN_CHARS - JWT_HEADER.length - signature.length - 2;
+  const payload = randomBytes(Math.ceil((payloadChars * 3) / 4))
+    .toString('base64url')
+    .slice(0, payloadChars);
+  // Through a Buffer, so the string is flat like one parsed from a response body, not a rope of its parts.
+  return Buffer.from(`${JWT_HEADER}.${payload}.${signature}`, 'latin1').toString('latin1');
+}
+
+/** A 16-character token: the keeper's own cost shows without the strings. */
+function smallToken(): string {
+  return randomBytes(12).toString('base64url');
+}
+
+interface TokenKind {
+  readonly label: string;
+  readonly make: () => string;
+}
+const JWT_TOKENS: TokenKind = { label: '1 KB JWT + 1 KB refresh token', make: jwt };
+const SMALL_TOKENS: TokenKind = { label: '16-char tokens', make: smallToken };
+
+function tokenSet(make: () => string, issuedAt: number, lifetimeMs: number): TokenSet {
+  return {
+    accessToken: make(),
+    refreshToken: make(),
+    issuedAt,
+    expiresAt: issuedAt + lifetimeMs,
+    tokenType: 'Bearer',
+    scope: 'mcp',
+  };
+}
+
+// ---- a fleet of keepers -------------------------------------------------------
+
+interface FleetOptions {
+  readonly clock: Clock;
+  readonly lifetimeMs: number;
+  readonly tokens: TokenKind;
+  /** The first token sets were issued this long before start (0: just now). */
+  readonly issuedAgoMs?: number;
+  /** Called as each refresh request arrives at the token endpoint. */
+  readonly onRequest?: (index: number) => void;
+  /** The keeper's source of jitter; default Math.random. */
+  readonly random?: (index: number) => () => number;
+}
+
+const ignoreStatus = (): void => undefined;
+
+/**
+ * N keepers, each with its own token endpoint and store. The arrays are made
+ * before the keepers (so a heap baseline can include them): what is measured
+ * is the keepers, their closures, stores, timers and token sets.
+ */
+class Fleet {
+  readonly keepers: TokenKeeper[];
+  /** The refresh token each keeper's endpoint accepts next (it rotates on every refresh). */
+  readonly #valid: string[];
+  /** Requests the endpoint refused because they carried a spent refresh token (must stay 0). */
+  spentTokenRequests = 0;
+
+  constructor(readonly size: number) {
+    this.keepers = new Array<TokenKeeper>(size);
+    this.#valid = new Array<string>(size).fill('');
+  }
+
+  /** Makes and starts the keepers; resolves with when their first tokens were issued. */
+  async start(options: FleetOptions): Promise<number> {
+    const { clock, lifetimeMs, tokens, issuedAgoMs = 0, onRequest, random } = options;
+    const issuedAt = clock.now() - issuedAgoMs;
+    const starts: Promise<void>[] = [];
+    for (let i = 0; i < this.size; i++) {
+      let stored: TokenSet | undefined = tokenSet(tokens.make, issuedAt, lifetimeMs);
+      this.#valid[i] = stored.refreshToken ?? '';
+      const store: KeeperStore = {
+        load: () => Promise.resolve(stored),
+        save: (set) => {
+          stored = set;
+          return Promise.resolve();
+        },
+      };
+      const refresh: RefreshFunction = (refreshToken) => {
+        onRequest?.(i);
+        return Promise.resolve(this.#answer(i, refreshToken, options));
+      };
+      const keeper = new TokenKeeper({
+        clock,
+        config: DEFAULT_KEEPER_CONFIG,
+        refresh,
+        store,
+        status: ignoreStatus,
+        ...(random && { random: random(i) }),
+      });
+      this.keepers[i] = keeper;
+      starts.push(keeper.start());
+    }
+    await Promise.all(starts);
+    return issuedAt;
+  }
+
+  /** The token endpoint: a spent refresh token is `invalid_grant`, else a new pair and `expires_in`. */
+  #answer(index: number, refreshToken: string, options: FleetOptions): RefreshResult {
+    if (refreshToken !== this.#valid[index]) {
+      this.spentTokenRequests++;
+      return {
+        ok: false,
+        failure: {
+          kind: 'http',
+          status: 400,
+          headers: { 'content-type': 'application/json' },
+          body: '{"error":"invalid_grant"}',
+        },
+      };
+    }
+    const next = options.tokens.make();
+    this.#valid[index] = next;
+    return {
+      ok: true,
+      tokens: {
+        accessToken: options.tokens.make(),
+        refreshToken: next,
+        expiresIn: options.lifetimeMs / 1000,
+        tokenType: 'Bearer',
+        scope: 'mcp',
+      },
+    };
+  }
+
+  allFresh(): boolean {
+    return this.keepers.every((keeper) => keeper.state === 'fresh');
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.keepers.map((keeper) => keeper.stop()));
+  }
+}
+
+/** Polls until `done()` (real time), or throws after `timeoutMs`. */
+async function until(done: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!done()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+// ---- 1. heap ----------------------------------------------------------------
+
+async function fullGc(): Promise<number> {
+  gc();
+  await nextTurn();
+  gc();
+  return process.memoryUsage().heapUsed;
+}
+
+type HeapSubject = 'token sets only' | 'keeper, just started' | 'keeper, after its first refresh';
+
+async function heapPerKeeper(subject: HeapSubject, tokens: TokenKind, n: number): Promise<number> {
+  if (subject === 'token sets only') {
+    const sets = new Array<TokenSet>(n);
+    const before = await fullGc();
+    for (let i = 0; i < n; i++) sets[i] = tokenSet(tokens.make, Date.now(), HOUR);
+    const after = await fullGc();
+    if (sets.length !== n) throw new Error('unreachable');
+    return (after - before) / n;
+  }
+  const fleet = new Fleet(n);
+  let requests = 0;
+  const refreshed = subject === 'keeper, after its first refresh';
+  const before = await fullGc();
+  await fleet.start({
+    clock: systemClock,
+    lifetimeMs: HOUR,
+    tokens,
+    // Due at start: each keeper refreshes once at once, then holds a new 1-hour token.
+    issuedAgoMs: refreshed ? DUE_ISSUED_AGO_MS : 0,
+    onRequest: () => {
+      requests++;
+    },
+  });
+  await until(() => requests === (refreshed ? n : 0) && fleet.allFresh(), 30 * SECOND, 'the keepers to settle');
+  const after = await fullGc();
+  await fleet.stop();
+  if (fleet.spentTokenRequests !== 0) throw new Error('a keeper sent a spent refresh token');
+  return (after - before) / n;
+}
+
+// ---- 2. idle CPU ----------------------------------------------------------------
+
+interface IdleResult {
+  readonly n: number;
+  readonly wallMs: number;
+  readonly userMs: number;
+  readonly systemMs: number;
+  readonly percent: number;
+  readonly requests: number;
+}
+
+async function idleCpu(n: number, seconds: number): Promise<IdleResult> {
+  const fleet = new Fleet(n);
+  let requests = 0;
+  await fleet.start({
+    clock: systemClock,
+    lifetimeMs: HOUR,
+    tokens: JWT_TOKENS,
+    onRequest: () => {
+      requests++;
+    },
+  });
+  await fullGc(); // the set-up's garbage is not the idle keepers' cost
+  const cpuBefore = process.cpuUsage();
+  const wallBefore = performance.now();
+  await sleep(seconds * SECOND);
+  const cpu = process.cpuUsage(cpuBefore);
+  const wallMs = performance.now() - wallBefore;
+  await fleet.stop();
+  const userMs = cpu.user / 1000;
+  const systemMs = cpu.system / 1000;
+  return { n, wallMs, userMs, systemMs, percent: ((userMs + systemMs) / wallMs) * 100, requests };
+}
+
+// ---- 3. refresh storms ------------------------------------------------------------
+
+interface StormResult {
+  readonly scenario: string;
+  readonly clock: 'system' | 'fake';
+  readonly lifetimeMs: number;
+  readonly n: number;
+  /** Arrival times (wall ms) of the first refresh of every keeper, sorted. */
+  readonly wave1: readonly number[];
+  /** Arrival times of the second refresh of every keeper, sorted (fake clock only). */
+  readonly wave2: readonly number[] | undefined;
+  /** Arrival minus the planned refresh point, ms, sorted (real clock, scheduled refreshes only). */
+  readonly lateness: readonly number[] | undefined;
+  /** What an even spread over the ±5% window would give, % of keepers per second. */
+  readonly evenPercent: number | undefined;
+  readonly target: boolean;
+}
+
+/** The most timestamps in any window of one second. */
+function peakPerSecond(sorted: readonly number[]): number {
+  let best = 0;
+  let from = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    while ((sorted[i] ?? 0) - (sorted[from] ?? 0) >= SECOND) from++;
+    best = Math.max(best, i - from + 1);
+  }
+  return best;
+}
+
+const sortNumbers = (values: number[]): number[] => values.sort((a, b) => a - b);
+const evenSpread = (lifetimeMs: number): number => 100 / ((0.1 * lifetimeMs) / SECOND);
+
+/** Tokens issued together, on the real clock: wait for every keeper's scheduled refresh. */
+async function wallStormTogether(n: number, lifetimeMs: number): Promise<StormResult> {
+  const fleet = new Fleet(n);
+  const arrivals: number[] = [];
+  const lateness: number[] = [];
+  const draws = new Float64Array(n); // each keeper's latest jitter draw, to know when it meant to refresh
+  let issuedAt = NaN; // set before the first refresh is due
+  issuedAt = await fleet.start({
+    clock: systemClock,
+    lifetimeMs,
+    tokens: JWT_TOKENS,
+    random: (i) => () => (draws[i] = Math.random()),
+    onRequest: (i) => {
+      const at = wallNow();
+      arrivals.push(at);
+      lateness.push(at - tokenTimes(issuedAt, issuedAt + lifetimeMs, draws[i] ?? 0).refreshAt);
+    },
+  });
+  await until(() => arrivals.length >= n, lifetimeMs + 30 * SECOND, 'the storm');
+  await fleet.stop();
+  if (fleet.spentTokenRequests !== 0) throw new Error('a keeper sent a spent refresh token');
+  return {
+    scenario: 'tokens issued together',
+    clock: 'system',
+    lifetimeMs,
+    n,
+    wave1: sortNumbers(arrivals.slice(0, n)),
+    wave2: undefined,
+    lateness: sortNumbers(lateness.slice(0, n)),
+    evenPercent: evenSpread(lifetimeMs),
+    target: false,
+  };
+}
+
+/** A restart on the real clock: every stored token is past its refresh point, so start() refreshes it at once. */
+async function wallStormRestart(n: number): Promise<StormResult> {
+  const fleet = new Fleet(n);
+  const arrivals: number[] = [];
+  await fleet.start({
+    clock: systemClock,
+    lifetimeMs: HOUR,
+    tokens: JWT_TOKENS,
+    issuedAgoMs: DUE_ISSUED_AGO_MS,
+    onRequest: () => arrivals.push(wallNow()),
+  });
+  await until(() => arrivals.length >= n && fleet.allFresh(), 30 * SECOND, 'the restart storm');
+  await fleet.stop();
+  if (fleet.spentTokenRequests !== 0) throw new Error('a keeper sent a spent refresh token');
+  return {
+    scenario: 'restart, stored tokens due (1 h, issued 50 min ago)',
+    clock: 'system',
+    lifetimeMs: HOUR,
+    n,
+    wave1: sortNumbers(arrivals),
+    wave2: undefined,
+    lateness: undefined,
+    evenPercent: undefined,
+    target: false,
+  };
+}
+
+type FakeScenario = 'together' | 'restart' | 'wake';
+
+/**
+ * The same on a fake clock, two waves: the first refresh of every keeper and
+ * the one after it (the new tokens were issued as spread as the first wave).
+ */
+async function fakeStorm(kind: FakeScenario, n: number, lifetimeMs: number): Promise<StormResult> {
+  const clock = new FakeClock();
+  const fleet = new Fleet(n);
+  const arrivals: number[] = [];
+  await fleet.start({
+    clock,
+    lifetimeMs,
+    tokens: JWT_TOKENS,
+    issuedAgoMs: kind === 'restart' ? DUE_ISSUED_AGO_MS : 0,
+    onRequest: () => arrivals.push(clock.now()),
+  });
+  if (kind === 'wake') {
+    // The machine sleeps: wall time jumps, timers stand still. On waking, the
+    // wake detector triggers each keeper — here in one poll, as one detector
+    // for the process (or N detectors started together) would.
+    clock.sleep(SLEEP_MS);
+    for (const keeper of fleet.keepers) void keeper.trigger('wake');
+  }
+  // Tokens issued together refresh within 80% of their lifetime; a restart or a wake refreshes at once.
+  // The second wave ends within 80% of a lifetime after the first.
+  await clock.advance(kind === 'together' ? 0.8 * lifetimeMs + SECOND : SECOND);
+  if (arrivals.length !== n) throw new Error(`wave 1: ${arrivals.length} requests, expected ${n}`);
+  await clock.advance(0.8 * lifetimeMs + SECOND);
+  if (arrivals.length !== 2 * n) throw new Error(`wave 2: ${arrivals.length} requests, expected ${2 * n}`);
+  await fleet.stop();
+  if (fleet.spentTokenRequests !== 0) throw new Error('a keeper sent a spent refresh token');
+  const scenario = {
+    together: 'tokens issued together',
+    restart: 'restart, stored tokens due (1 h, issued 50 min ago)',
+    wake: `wake after ${SLEEP_MS / HOUR} h asleep`,
+  }[kind];
+  return {
+    scenario,
+    clock: 'fake',
+    lifetimeMs,
+    n,
+    wave1: sortNumbers(arrivals.slice(0, n)),
+    wave2: sortNumbers(arrivals.slice(n)),
+    lateness: undefined,
+    evenPercent: kind === 'together' ? evenSpread(lifetimeMs) : undefined,
+    target: kind === 'together' && lifetimeMs === HOUR,
+  };
+}
+
+// ---- formatting ---------------------------------------------------------------
+
+const count = (n: number): string => n.toLocaleString('en-US');
+const kb = (bytes: number): string => `${(bytes / 1000).toFixed(2)} KB`;
+const percent = (value: number): string => `${value < 1 ? value.toFixed(2) : value.toFixed(1)}%`;
+function duration(ms: number): string {
+  if (ms < SECOND) return `${ms.toFixed(0)} ms`;
+  if (ms < 10 * MINUTE) return `${(ms / SECOND).toFixed(1)} s`;
+  return `${(ms / MINUTE).toFixed(1)} min`;
+}
+const quantile = (sorted: readonly number[], q: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+const peakPercent = (wave: readonly number[], n: number): number => (peakPerSecond(wave) / n) * 100;
+const verdict = (met: boolean): string => (met ? 'met' : 'MISSED');
+
+// ---- run ----------------------------------------------------------------------
+
+const startedAt = performance.now();
+
+// Warm-up: the code paths run once (compiled, lazily initialised) before anything is measured.
+progress('warming up');
+for (const subject of ['keeper, just started', 'keeper, after its first refresh'] as const) {
+  await heapPerKeeper(subject, JWT_TOKENS, 500);
+}
+
+progress('heap per keeper');
+const heapCases: readonly (readonly [HeapSubject, TokenKind])[] = [
+  ['token sets only', JWT_TOKENS],
+  ['keeper, just started', SMALL_TOKENS],
+  ['keeper, after its first refresh', SMALL_TOKENS],
+  ['keeper, just started', JWT_TOKENS],
+  ['keeper, after its first refresh', JWT_TOKENS],
+];
+const heapRows: { subject: HeapSubject; tokens: TokenKind; perKeeper: number[] }[] = [];
+for (const [subject, tokens] of heapCases) {
+  const perKeeper: number[] = [];
+  for (const n of SIZES) perKeeper.push(await heapPerKeeper(subject, tokens, n));
+  heapRows.push({ subject, tokens, perKeeper });
+}
+
+const idle: IdleResult[] = [];
+for (const n of SIZES) {
+  progress(`idle CPU, ${count(n)} keepers, ${IDLE_SECONDS} s`);
+  idle.push(await idleCpu(n, IDLE_SECONDS));
+}
+
+const storms: StormResult[] = [];
+for (const n of SIZES) {
+  progress(`storm on the real clock, ${count(n)} keepers, ${WALL_STORM_LIFETIME_S} s tokens`);
+  storms.push(await wallStormTogether(n, WALL_STORM_LIFETIME_S * SECOND));
+}
+for (const n of SIZES) {
+  progress(`restart storm on the real clock, ${count(n)} keepers`);
+  storms.push(await wallStormRestart(n));
+}
+progress('storms on the fake clock');
+for (const lifetimeMs of [WALL_STORM_LIFETIME_S * SECOND, 100 * SECOND, 5 * MINUTE, HOUR]) {
+  for (const n of SIZES) storms.push(await fakeStorm('together', n, lifetimeMs));
+}
+for (const kind of ['restart', 'wake'] as const) {
+  for (const n of SIZES) storms.push(await fakeStorm(kind, n, HOUR));
+}
+const runSeconds = (performance.now() - startedAt) / SECOND;
+
+// ---- report -------------------------------------------------------------------------
+
+console.log(`bench/scale — ${machineLine()}, ${process.platform} ${process.arch}`);
+console.log(
+  `TokenKeeper × ${SIZES.map(count).join(' and ')} in one process; DEFAULT_KEEPER_CONFIG; in-memory token endpoint and store per keeper; run took ${runSeconds.toFixed(0)} s\n`,
+);
+
+console.log('### Heap per keeper\n');
+console.log(
+  'heapUsed after a full GC with the keepers running, minus before they were made, ÷ keepers; tokens valid 1 h; a keeper includes its store, refresh function, timer and token set\n',
+);
+printTable(
+  ['what', 'tokens', ...SIZES.map((n) => `bytes/keeper at ${count(n)}`)],
+  heapRows.map((row) => [row.subject, row.tokens.label, ...row.perKeeper.map((b) => count(Math.round(b)))]),
+);
+
+console.log(`\n### CPU while idle\n`);
+console.log(
+  `process.cpuUsage() over ${IDLE_SECONDS} s of wall time; every keeper holds a 1-hour token (first refresh ≥ 42 min away); system clock\n`,
+);
+printTable(
+  ['keepers', 'wall', 'user CPU', 'system CPU', '% of one core', 'refresh requests'],
+  idle.map((r) => [
+    count(r.n),
+    duration(r.wallMs),
+    `${r.userMs.toFixed(1)} ms`,
+    `${r.systemMs.toFixed(1)} ms`,
+    percent(r.percent),
+    String(r.requests),
+  ]),
+);
+
+console.log(`\n### Refresh storms\n`);
+console.log(
+  'every keeper refreshes once (wave 1) — and on the fake clock once more (wave 2); peak = most requests arriving in any 1-second window, as % of keepers; "even" = an even spread over the ±5% jitter window (10% of the lifetime); lateness = arrival − planned refresh point\n',
+);
+printTable(
+  [
+    'scenario',
+    'clock',
+    'lifetime',
+    'keepers',
+    'wave 1 first→last',
+    'wave 1 peak/s',
+    'peak % of keepers',
+    'even',
+    'wave 2 peak %',
+    'lateness p50 / max',
+  ],
+  storms.map((s) => [
+    s.scenario,
+    s.clock,
+    duration(s.lifetimeMs),
+    count(s.n),
+    duration((s.wave1.at(-1) ?? 0) - (s.wave1[0] ?? 0)),
+    count(peakPerSecond(s.wave1)),
+    percent(peakPercent(s.wave1, s.n)),
+    s.evenPercent === undefined ? '—' : percent(s.evenPercent),
+    s.wave2 === undefined ? '—' : percent(peakPercent(s.wave2, s.n)),
+    s.lateness === undefined ? '—' : `${duration(quantile(s.lateness, 0.5))} / ${duration(s.lateness.at(-1) ?? NaN)}`,
+  ]),
+);
+
+const realistic = heapRows.filter((row) => row.tokens === JWT_TOKENS && row.subject !== 'token sets only');
+const worstHeap = Math.max(...realistic.flatMap((row) => row.perKeeper));
+const worstIdle = Math.max(...idle.map((r) => r.percent));
+console.log('\ntargets:');
+console.log(
+  `- heap per keeper < ${kb(HEAP_TARGET_BYTES)} (1 KB JWT + 1 KB refresh token, worst of the keeper rows): ${verdict(worstHeap < HEAP_TARGET_BYTES)} (${kb(worstHeap)})`,
+);
+console.log(
+  `- idle CPU < ${IDLE_CPU_TARGET_PERCENT}% of one core: ${verdict(worstIdle < IDLE_CPU_TARGET_PERCENT)} (${percent(worstIdle)} at worst)`,
+);
+console.log(`- refresh storm peak < ${STORM_TARGET_PERCENT}% of keepers in any one second:`);
+for (const s of storms) {
+  const peak = peakPercent(s.wave1, s.n);
+  const tag = s.target ? ' (realistic case)' : '';
+  console.log(
+    `  - ${s.scenario}, ${duration(s.lifetimeMs)}, ${count(s.n)} keepers, ${s.clock} clock${tag}: ${verdict(peak < STORM_TARGET_PERCENT)} (${percent(peak)})`,
+  );
+}
