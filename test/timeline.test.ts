@@ -54,7 +54,7 @@ describe('tether status --timeline', () => {
 
   it('lists each stretch of status with its attempts and last error', () => {
     const text = renderTimeline(OUTAGE, T0 + 80_000, 80);
-    expect(text).toContain('10:00:00 UTC → 10:01:20 UTC (80s');
+    expect(text).toContain('10:00:00 UTC → 10:01:20 UTC (80s; one column ≈ 1.0s');
     expect(text).toMatch(
       /10:00:01–10:00:40 {2}running +39s {2}refresh: 0 ok, 1 failed \(1 schedule\); last error: no_oauth_error HTTP 403 text\/html/,
     );

@@ -23,6 +23,7 @@ import { parseDuration } from '../config/duration.js';
 import { KEEPER_ENV, type KeeperConfig } from '../config/keeper-config.js';
 import { TetherError } from '../errors.js';
 import { formatRecord, type LogRecord, readEvents } from '../workloads/events.js';
+import { renderTimeline } from '../workloads/timeline.js';
 import { WorkloadFiles } from '../workloads/files.js';
 import { effectiveStatus, isWorkloadProcess, readStatus, type WorkloadStatus } from '../workloads/status.js';
 import { CLI_ENTRY, TetherCli } from './cli.js';
@@ -308,6 +309,8 @@ export class DemoStory {
     this.#say('6. The timeline, from the workload’s event log (keeper state changes left out):');
     const records = await readEvents(files);
     for (const line of timeline(records, this.#started)) this.#write(`${line}\n`);
+    this.#write(`\n   The same log drawn as \`tether status ${DEMO_WORKLOAD} --timeline\` draws it:\n`);
+    for (const line of renderTimeline(records, Date.now(), 64).trimEnd().split('\n')) this.#write(`   ${line}\n`);
     this.#write('\n');
     this.#summary(records, { outageStart, outageEnd, turnedAt, runningAt, okAt });
     const problem = this.#verdict(records, outageStart, outageEnd);

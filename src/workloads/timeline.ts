@@ -74,6 +74,7 @@ function clockTime(ms: number): string {
 }
 
 function span(ms: number): string {
+  if (ms < 10_000) return `${(ms / 1000).toFixed(1)}s`;
   const s = Math.round(ms / 1000);
   if (s < 120) return `${String(s)}s`;
   const m = Math.round(s / 60);
