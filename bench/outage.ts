@@ -6,8 +6,8 @@
  * client calling `whoami` once a second (one call at a time, 10 s timeout):
  *
  * - tether: `tether run` from the built CLI (a temporary TETHER_HOME, TETHER_STORE_KEY=file, the keeper's
- *   retry timings compressed through its environment variables); the client is the SDK's `Client` over
- *   Streamable HTTP to the workload's local URL.
+ *   retry timings set through its TETHER_TOKEN_* variables: its defaults in the full run, halved in the quick
+ *   one); the client is the SDK's `Client` over Streamable HTTP to the workload's local URL.
  * - mcp-remote: `node_modules/.bin/mcp-remote URL PORT`, spawned by the SDK's `StdioClientTransport`
  *   (MCP_REMOTE_CONFIG_DIR temporary); the client is the SDK's `Client` over stdio.
  *
@@ -15,12 +15,14 @@
  * browser prompt is counted. The first one (the initial login) is completed by the remote's stand-in user
  * (`remote.completeLogin`); later ones are counted and left alone, as when nobody is at the keyboard.
  *
- * A fault is switched on at the token endpoint before either tool's first refresh, kept past the first
+ * Tokens live 120 s (70 s with --quick), so that the outage covers both tools' refresh points; see FULL.
+ * A fault is switched on at the token endpoint before either tool's first refresh, kept well past the first
  * token's expiry, then cleared. All lanes run at once, each against its own remote. Prints a header, a
  * Markdown table and what happened, and writes an SVG timeline of the origin scenario (default
- * docs/outage.svg). Everything started is removed at the end, also on failure and on Ctrl-C.
+ * docs/outage.svg; `--json PATH` also writes every lane's raw record). Everything started is removed at
+ * the end, also on failure and on Ctrl-C. About 4.5 minutes (--quick: 2.5).
  *
- *   npx tsx bench/outage.ts [--quick] [--svg PATH]        (npm run build first: tether runs from dist/)
+ *   npx tsx bench/outage.ts [--quick] [--svg PATH] [--json PATH]     (npm run build first: tether runs from dist/)
  */
 import { chmodSync, existsSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -28,7 +30,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -56,7 +58,7 @@ type Tool = 'tether' | 'mcp-remote';
 const TOOLS: readonly Tool[] = ['tether', 'mcp-remote'];
 
 /** The time compression of a run. */
-interface Timing {
+export interface Timing {
   readonly mode: 'full' | 'quick';
   /** Lifetime of the remote's access tokens. */
   readonly ttlSeconds: number;
@@ -73,32 +75,35 @@ interface Timing {
 }
 
 /**
- * Tokens must outlive mcp-remote's fixed 60 s refresh margin (TOKEN_EXPIRY_MARGIN_MS in its source): with a
- * shorter lifetime it would refresh on every request. The outage starts before either tool's first refresh
- * (mcp-remote: 60 s before expiry; tether: at 75% ±5% of the lifetime) and ends after the token expired.
+ * The full run compresses only the token's lifetime: the outage lasts the origin report's 3 minutes, and both
+ * tools keep their own timings. Tokens must outlive mcp-remote's fixed 60 s refresh margin
+ * (TOKEN_EXPIRY_MARGIN_MS in its source): with a shorter lifetime it would refresh on every request. The
+ * outage starts before either tool's first refresh (mcp-remote: 60 s before expiry; tether: at 75% ±5% of
+ * the lifetime) and ends well after the token expired. The quick run also halves the outage and tether's
+ * timings (mcp-remote's cannot be changed).
  */
 const FULL: Timing = {
   mode: 'full',
   ttlSeconds: 120,
   outageOffsetMs: 50_000,
-  outageMs: 90_000,
+  outageMs: 180_000,
   afterMaxMs: 60_000,
   settleMs: 10_000,
-  keeperFactor: 0.5,
-  retryAfterSeconds: 20,
+  keeperFactor: 1,
+  retryAfterSeconds: 30,
 };
 const QUICK: Timing = {
   mode: 'quick',
   ttlSeconds: 70,
   outageOffsetMs: 8_000,
-  outageMs: 75_000,
-  afterMaxMs: 35_000,
+  outageMs: 90_000,
+  afterMaxMs: 30_000,
   settleMs: 5_000,
-  keeperFactor: 0.25,
-  retryAfterSeconds: 10,
+  keeperFactor: 0.5,
+  retryAfterSeconds: 15,
 };
 
-interface Scenario {
+export interface Scenario {
   readonly id: 'origin' | 'storm' | 'rate-limit' | 'reset';
   readonly title: string;
   describe(timing: Timing): string;
@@ -109,7 +114,7 @@ interface Scenario {
 const STORM_STATUSES = [500, 502, 503, 504] as const;
 const STORM_STEP_MS = 2_000;
 
-const SCENARIOS: readonly Scenario[] = [
+export const SCENARIOS: readonly Scenario[] = [
   {
     id: 'origin',
     title: '403 + HTML (WAF)',
@@ -193,9 +198,12 @@ interface Attempt {
   readonly ok: boolean;
 }
 
-interface LaneResult {
+export interface LaneResult {
   readonly tool: Tool;
   readonly scenario: Scenario;
+  /** When the tool was started, and when the client was connected to it (the login in between). */
+  readonly spawned: number | undefined;
+  readonly ready: number | undefined;
   /** When the first token was issued (the authorization-code exchange the remote answered). */
   readonly login: number | undefined;
   readonly outageStart: number | undefined;
@@ -287,7 +295,11 @@ async function freePort(): Promise<number> {
     server.listen(0, '127.0.0.1', resolve);
   });
   const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await new Promise<void>((resolve) => {
+    server.close(() => {
+      resolve();
+    });
+  });
   if (address === null || typeof address === 'string') throw new Error('no free port');
   return address.port;
 }
@@ -312,12 +324,16 @@ class Lane {
   #attempts: Attempt[] = [];
   #remote: Remote | undefined;
   #dir = '';
+  #spawned: number | undefined;
+  #ready: number | undefined;
   #login: number | undefined;
   #outageStart: number | undefined;
   #outageEnd: number | undefined;
   #error: string | undefined;
   /** The tail of the tool's own output, for when it fails. */
   #output = '';
+  /** What a failed call got, without per-call values (tether's client knows the local endpoint's answer). */
+  #describeFailure: (error: unknown) => string = describeError;
 
   constructor(tool: Tool, scenario: Scenario, timing: Timing, signal: AbortSignal) {
     this.tool = tool;
@@ -349,6 +365,8 @@ class Lane {
     return {
       tool: this.tool,
       scenario: this.scenario,
+      spawned: this.#spawned,
+      ready: this.#ready,
       login: this.#login,
       outageStart: this.#outageStart,
       outageEnd: this.#outageEnd,
@@ -379,8 +397,10 @@ class Lane {
     const browser = await this.#recorder(dir);
     this.#background.push(this.#watchPrompts(browser.log, remote));
 
+    this.#spawned = Date.now();
     const client =
       this.tool === 'tether' ? await this.#startTether(remote, browser) : await this.#startMcpRemote(remote, browser);
+    this.#ready = Date.now();
     this.#login = remote.faults.tokenRequests.find((r) => r.grantType === 'authorization_code' && r.status === 200)?.at;
     if (this.#login === undefined) throw new Error('no authorization-code exchange reached the remote');
     this.#background.push(this.#callLoop(client));
@@ -516,7 +536,17 @@ class Lane {
         const status = effectiveStatus(read);
         const last = this.#statuses.at(-1);
         if (last?.status !== status.status || last.refresh !== status.refresh.state) {
-          this.#statuses.push({ at: Date.now(), status: status.status, refresh: status.refresh.state });
+          // The file says when the change happened: the status since `statusSince`, a failing refresh since
+          // `refresh.failingSince`; the time it was read is only the fallback.
+          const now = Date.now();
+          const stated =
+            last?.status !== status.status
+              ? Date.parse(status.statusSince)
+              : status.refresh.failingSince === undefined
+                ? now
+                : Date.parse(status.refresh.failingSince);
+          const at = Number.isFinite(stated) && stated <= now ? Math.max(stated, last?.at ?? 0) : now;
+          this.#statuses.push({ at, status: status.status, refresh: status.refresh.state });
         }
       }
       await sleep(STATUS_POLL_MS, undefined, { signal }).catch(() => undefined);
@@ -610,8 +640,6 @@ class Lane {
 
   // ---- the client ---------------------------------------------------------------------------------------
 
-  #describeFailure: (error: unknown) => string = describeError;
-
   async #callLoop(client: Client): Promise<void> {
     const signal = this.#loops.signal;
     while (!signal.aborted) {
@@ -625,7 +653,7 @@ class Lane {
       } catch (error) {
         kind = this.#describeFailure(error);
       }
-      if (signal.aborted) return; // a call cut short by the end of the lane is not counted
+      if (this.#loops.signal.aborted) return; // a call cut short by the end of the lane is not counted
       this.#calls.push({ start, end: Date.now(), ok, kind });
       await sleep(Math.max(0, 1000 - (Date.now() - start)), undefined, { signal }).catch(() => undefined);
     }
@@ -791,27 +819,34 @@ function printHeader(timing: Timing): void {
     `run: ${timing.mode}${timing.mode === 'full' ? ' (--quick for a shorter one)' : ''}, started ${new Date().toISOString()}; MCP SDK ${version('@modelcontextprotocol/sdk')}`,
   );
   console.log('');
-  console.log('Time is compressed:');
+  const factor = timing.keeperFactor === 1 ? '' : ` × ${String(timing.keeperFactor)}`;
+  console.log('Time compression:');
   console.log(
-    `- access tokens live ${String(ttl)} s (instead of the usual 1 h). mcp-remote's refresh margin is fixed at 60 s, so tokens`,
+    `- access tokens live ${String(ttl)} s, not the usual 1 h: that places the outage over both tools' refresh points. mcp-remote's`,
   );
   console.log(
-    `  must live longer than that; it refreshes from ${String(ttl - 60)} s after the login, tether at 75% ±5% (${String(earliestTether)}–${String(latestTether)} s).`,
+    `  refresh margin is fixed at 60 s, so tokens must live longer; it refreshes from ${String(ttl - 60)} s after the login, tether at`,
   );
   console.log(
-    `- each outage starts ${seconds(timing.outageOffsetMs)} after the login (before either tool's first refresh), lasts ${seconds(timing.outageMs)}`,
+    `  75% ±5% (${String(earliestTether)}–${String(latestTether)} s), and tether stops sending a token min(60 s, 10% of its life) = ${String(Math.min(60, ttl / 10))} s before it expires.`,
   );
   console.log(
-    `  (the origin report's 3 min × ${(timing.outageMs / 180_000).toFixed(2)}) and ends ${seconds(timing.outageOffsetMs + timing.outageMs - ttl * 1000)} after the first token's expiry.`,
+    `- each outage starts ${seconds(timing.outageOffsetMs)} after the login, before either tool's first refresh, lasts ${seconds(timing.outageMs)}` +
+      (timing.outageMs === 180_000
+        ? " (the origin report's 3 min)"
+        : ` (the origin report's 3 min × ${String(timing.outageMs / 180_000)})`),
   );
   console.log(
-    `- tether's retry timings are its defaults × ${String(timing.keeperFactor)}: first retry ${formatDuration(parseMs(k.initialRetryInterval))}, at most ${formatDuration(parseMs(k.maxRetryInterval))} apart, ${k.maxTries} tries or`,
+    `  and ends ${seconds(timing.outageOffsetMs + timing.outageMs - ttl * 1000)} after the first token's expiry.`,
   );
   console.log(
-    `  ${formatDuration(parseMs(k.maxElapsed))} in the short tier, slow tier capped at ${formatDuration(parseMs(k.tickInterval))}, probe gap ${formatDuration(parseMs(k.probeMinInterval))}, a request waits ≤ ${formatDuration(parseMs(k.demandWait))} (TETHER_TOKEN_* variables).`,
+    `- tether's retry timings are its defaults${factor}, set through TETHER_TOKEN_*: first retry ${formatDuration(parseMs(k.initialRetryInterval))}, at most ${formatDuration(parseMs(k.maxRetryInterval))} apart,`,
   );
   console.log(
-    '- mcp-remote has no such settings: its 60 s refresh margin and its wait for a browser sign-in run in real time.',
+    `  ${k.maxTries} tries or ${formatDuration(parseMs(k.maxElapsed))} in the short tier, slow tier capped at ${formatDuration(parseMs(k.tickInterval))}, probe gap ${formatDuration(parseMs(k.probeMinInterval))}, a request waits ≤ ${formatDuration(parseMs(k.demandWait))}.`,
+  );
+  console.log(
+    '- mcp-remote has no such settings: its refresh margin (60 s) and its wait for a browser sign-in run in real time.',
   );
   console.log(
     `- the client calls whoami once a second, one call at a time (a call that hangs delays the next; ${String(CALL_TIMEOUT_MS / 1000)} s timeout).`,
@@ -869,49 +904,165 @@ function printTableOf(results: readonly LaneResult[]): void {
   console.log('');
 }
 
+function printScenarios(timing: Timing): void {
+  console.log("Scenarios (switched on at the remote's fault proxy, in front of the authorization server):");
+  for (const scenario of SCENARIOS) console.log(`- ${scenario.title}: ${scenario.describe(timing)}.`);
+  console.log('');
+}
+
+/** `a–b` seconds over the values, or `a` when they agree to the tenth. */
+function spread(values: readonly number[]): string {
+  if (values.length === 0) return '–';
+  const low = (Math.min(...values) / 1000).toFixed(1);
+  const high = (Math.max(...values) / 1000).toFixed(1);
+  return low === high ? `${low} s` : `${low}–${high} s`;
+}
+
+function countSpread(values: readonly number[]): string {
+  if (values.length === 0) return '–';
+  const low = Math.min(...values);
+  const high = Math.max(...values);
+  return low === high ? String(low) : `${String(low)}–${String(high)}`;
+}
+
+/** When calls began to fail after the outage started, relative to the first token's expiry (negative: before). */
+function firstFailureVsExpiry(lane: LaneResult, timing: Timing): number | undefined {
+  const { login, outageStart } = lane;
+  if (login === undefined || outageStart === undefined) return undefined;
+  const failure = lane.calls.find((c) => !c.ok && c.start >= outageStart);
+  return failure === undefined ? undefined : failure.start - (login + timing.ttlSeconds * 1000);
+}
+
+/** The median time between two token requests during the outage. */
+function medianGap(lane: LaneResult): number | undefined {
+  const { outageStart, outageEnd } = lane;
+  if (outageStart === undefined || outageEnd === undefined) return undefined;
+  const times = lane.tokenRequests.filter((r) => r.at >= outageStart && r.at <= outageEnd).map((r) => r.at);
+  const gaps = times.slice(1).map((at, i) => at - (times[i] ?? at));
+  if (gaps.length === 0) return undefined;
+  gaps.sort((a, b) => a - b);
+  const mid = Math.floor(gaps.length / 2);
+  return gaps.length % 2 === 1 ? (gaps[mid] ?? 0) : ((gaps[mid - 1] ?? 0) + (gaps[mid] ?? 0)) / 2;
+}
+
 function printFindings(results: readonly LaneResult[], timing: Timing): void {
   console.log('What happened');
   for (const tool of TOOLS) {
     const lanes = results.filter((r) => r.tool === tool);
-    const lines: string[] = [];
-    for (const lane of lanes) {
-      const m = measure(lane);
-      const what = lane.scenario.describe(timing);
-      if (lane.outageEnd === undefined) {
-        lines.push(
-          `${lane.scenario.title}: the lane did not get through its outage: ${lane.error ?? 'unknown error'}.`,
-        );
-        continue;
-      }
-      const parts: string[] = [];
-      parts.push(
-        m.failed === 0
-          ? `all ${String(m.ok)} calls succeeded`
-          : `${String(m.failed)} of ${String(m.ok + m.failed)} calls failed (${describeKinds(m.kinds)}), ${seconds(m.unservedMs)} without service`,
+    const done = lanes.filter((r) => r.outageEnd !== undefined);
+    const measured = done.map((lane) => ({ lane, m: measure(lane) }));
+    const sentences: string[] = [];
+    const failedLanes = lanes.filter((r) => r.outageEnd === undefined);
+    if (failedLanes.length > 0) {
+      sentences.push(
+        `The lane${failedLanes.length === 1 ? '' : 's'} ${failedLanes.map((r) => `"${r.scenario.title}"`).join(', ')} did not get through the outage (${failedLanes.map((r) => r.error ?? '?').join('; ')}).`,
       );
-      parts.push(
-        m.prompts === 0
-          ? 'no browser prompt'
-          : `${String(m.prompts)} browser prompt${m.prompts === 1 ? '' : 's'} nobody answered`,
-      );
-      parts.push(`states ${m.states.join(' → ')}`);
-      parts.push(
-        m.recoveryMs === undefined
-          ? `no successful call within ${seconds(m.waitedMs)} after the fault was cleared`
-          : `first successful call ${seconds(m.recoveryMs)} after the fault was cleared`,
-      );
-      parts.push(
-        `${String(m.requestsDuring)} token requests in the ${seconds(lane.outageEnd - (lane.outageStart ?? lane.outageEnd))} outage`,
-      );
-      if (m.failedWhileRunning > 0) {
-        parts.push(`${String(m.failedWhileRunning)} failed calls started while the status file said running`);
-      }
-      if (lane.error !== undefined) parts.push(`lane error: ${lane.error}`);
-      lines.push(`${lane.scenario.title} (${what}): ${parts.join('; ')}.`);
-      for (const note of lane.notes) lines.push(`  note: ${note}`);
     }
-    console.log(`- ${tool}:`);
-    for (const line of lines) console.log(`  - ${line}`);
+    // Browser prompts.
+    const prompts = measured.filter(({ m }) => m.prompts > 0);
+    sentences.push(
+      prompts.length === 0
+        ? 'No browser prompt after the initial login, in any scenario.'
+        : `It opened the browser ${String(prompts.reduce((n, { m }) => n + m.prompts, 0))} times after the initial login, nobody answering (${prompts.map(({ lane, m }) => `${lane.scenario.title}: ${String(m.prompts)}`).join(', ')}).`,
+    );
+    // States.
+    const sequences = new Set(measured.map(({ m }) => m.states.join(' → ')));
+    const unauthenticated = measured.filter(({ m }) => m.states.includes('unauthenticated'));
+    if (sequences.size === 1) {
+      sentences.push(
+        `${tool === 'tether' ? 'Its status' : 'Its derived state'} went ${[...sequences].join('')} in every scenario.`,
+      );
+    } else {
+      sentences.push(
+        `${tool === 'tether' ? 'Its status' : 'Its derived state'} went ${measured.map(({ lane, m }) => `${m.states.join(' → ')} (${lane.scenario.title})`).join('; ')}.`,
+      );
+    }
+    if (tool === 'tether') {
+      sentences.push(
+        unauthenticated.length === 0
+          ? 'It never turned unauthenticated.'
+          : `It turned unauthenticated in ${unauthenticated.map(({ lane }) => lane.scenario.title).join(', ')}.`,
+      );
+    }
+    // When the calls began to fail.
+    const onsets = measured.flatMap(({ lane }) => {
+      const onset = firstFailureVsExpiry(lane, timing);
+      return onset === undefined ? [] : [onset];
+    });
+    if (onsets.length > 0) {
+      const before = onsets.every((o) => o < 0);
+      const after = onsets.every((o) => o >= 0);
+      const range = spread(onsets.map(Math.abs));
+      const margin = Math.min(60, 0.1 * timing.ttlSeconds);
+      const atExpiry = onsets.every((o) => Math.abs(o) <= 2_000);
+      const onset = atExpiry
+        ? `Calls began to fail at the first token's expiry (within ${spread(onsets.map(Math.abs)).replace(/^.*–/, '')})`
+        : before
+          ? `Calls began to fail ${range} before the first token's expiry${tool === 'tether' ? ` (tether stops sending a token min(60 s, 10% of its life) = ${margin.toFixed(0)} s before it expires)` : ''}`
+          : after
+            ? `Calls kept succeeding on the old token until ${range} after its expiry`
+            : `Calls began to fail between ${spread(onsets)} relative to the first token's expiry`;
+      const unserved = measured.filter(({ m }) => m.failed > 0).map(({ m }) => m.unservedMs);
+      const kinds = new Map<string, number>();
+      for (const { m } of measured) for (const [kind, n] of m.kinds) kinds.set(kind, (kinds.get(kind) ?? 0) + n);
+      sentences.push(
+        `${onset}; ${spread(unserved)} without service per scenario (failed calls: ${describeKinds(kinds)}).`,
+      );
+    } else {
+      sentences.push('No call failed during any outage.');
+    }
+    // Recovery.
+    const recovered = measured.filter(({ m }) => m.recoveryMs !== undefined);
+    const never = measured.filter(({ m }) => m.recoveryMs === undefined);
+    if (recovered.length > 0) {
+      sentences.push(
+        `After the fault was cleared, the first successful call came ${spread(recovered.map(({ m }) => m.recoveryMs ?? 0))} later` +
+          ` (${recovered.map(({ lane, m }) => `${lane.scenario.title}: ${seconds(m.recoveryMs ?? 0)}`).join(', ')}).`,
+      );
+    }
+    if (never.length > 0) {
+      sentences.push(
+        `No successful call after the outage in ${never.map(({ lane, m }) => `${lane.scenario.title} (waited ${seconds(m.waitedMs)})`).join(', ')}.`,
+      );
+    }
+    // Load on the token endpoint.
+    const requests = measured.map(({ m }) => m.requestsDuring);
+    const callsDuring = measured.map(({ lane }) =>
+      lane.outageStart === undefined || lane.outageEnd === undefined
+        ? 0
+        : lane.calls.filter((c) => c.start >= (lane.outageStart ?? 0) && c.start <= (lane.outageEnd ?? 0)).length,
+    );
+    const perCall =
+      requests.reduce((a, b) => a + b, 0) /
+      Math.max(
+        1,
+        callsDuring.reduce((a, b) => a + b, 0),
+      );
+    sentences.push(
+      `It sent ${countSpread(requests)} token requests per ${seconds(timing.outageMs)} outage (${perCall.toFixed(2)} per whoami call made meanwhile).`,
+    );
+    const gaps = measured.map(({ lane }) => ({ lane, gap: medianGap(lane) }));
+    if (gaps.some(({ gap }) => gap !== undefined)) {
+      sentences.push(
+        `Median gap between its token requests during the outage: ${gaps.map(({ lane, gap }) => `${lane.scenario.title}: ${gap === undefined ? '–' : seconds(gap)}`).join(', ')}.`,
+      );
+    }
+    const whileRunning = measured.reduce((n, { m }) => n + m.failedWhileRunning, 0);
+    if (whileRunning > 0) {
+      sentences.push(`${String(whileRunning)} failed calls started while its status file said running.`);
+    }
+    const startups = lanes.flatMap((r) =>
+      r.spawned === undefined || r.ready === undefined ? [] : [r.ready - r.spawned],
+    );
+    if (startups.length > 0) {
+      sentences.push(
+        `From its start to a connected client (the login included) it took ${spread(startups)}, all lanes starting together.`,
+      );
+    }
+    console.log(`- ${tool}: ${sentences.join(' ')}`);
+    for (const lane of lanes) {
+      for (const note of lane.notes) console.log(`  - note (${lane.scenario.title}): ${note}`);
+    }
   }
   console.log('');
 }
@@ -921,12 +1072,19 @@ function printFindings(results: readonly LaneResult[], timing: Timing): void {
 const COLORS: Readonly<Record<string, string>> = {
   running: '#43a047',
   serving: '#43a047',
+  /** `running` while the refresh fails: the token still valid is served. */
+  degraded: '#aed581',
   auth_retrying: '#fbc02d',
   failing: '#e53935',
   'needs browser login': '#8e24aa',
   unauthenticated: '#b71c1c',
-  other: '#9e9e9e',
 };
+
+/** The colour of a state; tether's `running` is lighter while its refresh is failing. */
+function stateColor(state: string, refresh?: string): string {
+  if (state === 'running' && refresh !== undefined && refresh !== 'ok') return COLORS['degraded'] ?? '#aed581';
+  return COLORS[state] ?? '#9e9e9e';
+}
 
 function escapeXml(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -937,7 +1095,7 @@ export function renderSvg(results: readonly LaneResult[], timing: Timing): strin
   const width = 900;
   const height = 300;
   const left = 118;
-  const right = 885;
+  const right = 872;
   const lanes = TOOLS.map((tool) => results.find((r) => r.tool === tool && r.scenario.id === 'origin'));
   const span = Math.max(
     timing.ttlSeconds,
@@ -955,7 +1113,7 @@ export function renderSvg(results: readonly LaneResult[], timing: Timing): strin
     `<title>tether vs. mcp-remote: a 403 + HTML outage at the token endpoint across a token expiry</title>`,
     `<rect width="${String(width)}" height="${String(height)}" fill="#ffffff"/>`,
     `<text x="12" y="20" font-size="14" font-weight="bold">403 + HTML at the token endpoint across a token expiry: a client calls whoami once a second</text>`,
-    `<text x="12" y="36" fill="#555">tokens live ${String(timing.ttlSeconds)} s, outage ${seconds(timing.outageMs)} (time compressed, see bench/outage.ts); bands: status over time; marks: refresh attempts</text>`,
+    `<text x="12" y="36" fill="#555">tokens live ${String(timing.ttlSeconds)} s (not 1 h), outage ${seconds(timing.outageMs)}${timing.keeperFactor === 1 ? '' : `, tether's timings × ${String(timing.keeperFactor)}`} (bench/outage.ts, ${timing.mode} run); bands: state over time; marks: refresh attempts</text>`,
   );
 
   const bands = [
@@ -971,6 +1129,12 @@ export function renderSvg(results: readonly LaneResult[], timing: Timing): strin
       `<text x="12" y="${String(y + 12)}" font-size="13" font-weight="bold">${escapeXml(band.label)}</text>`,
       `<text x="12" y="${String(y + 26)}" fill="#555">${escapeXml(band.sub)}</text>`,
     );
+    if (lane !== undefined) {
+      const prompts = Math.max(0, lane.prompts.length - 1);
+      out.push(
+        `<text x="12" y="${String(y + 40)}" fill="${prompts === 0 ? '#555' : '#8e24aa'}">${String(prompts)} browser prompt${prompts === 1 ? '' : 's'}</text>`,
+      );
+    }
     if (lane?.login === undefined) {
       out.push(
         `<text x="${String(left)}" y="${String(y + 16)}" fill="#b71c1c">no data: ${escapeXml(lane?.error ?? 'not run')}</text>`,
@@ -992,10 +1156,14 @@ export function renderSvg(results: readonly LaneResult[], timing: Timing): strin
       }
     }
     // The band.
-    const segments =
+    const segments: readonly { at: number; state: string; color: string }[] =
       lane.tool === 'tether'
-        ? lane.statuses.map((s) => ({ at: s.at, state: s.status }))
-        : mcpRemoteStates(lane).map((s) => ({ at: s.at, state: s.state as string }));
+        ? lane.statuses.map((s) => ({
+            at: s.at,
+            state: s.refresh === 'ok' ? s.status : `${s.status} (refresh ${s.refresh})`,
+            color: stateColor(s.status, s.refresh),
+          }))
+        : mcpRemoteStates(lane).map((s) => ({ at: s.at, state: s.state, color: stateColor(s.state) }));
     out.push(
       `<rect x="${f(x(0))}" y="${String(y)}" width="${f(t(lane.end) - x(0))}" height="${String(bandHeight)}" fill="#f5f5f5"/>`,
     );
@@ -1003,9 +1171,8 @@ export function renderSvg(results: readonly LaneResult[], timing: Timing): strin
       const from = t(segment.at);
       const to = t(segments[k + 1]?.at ?? lane.end);
       if (to <= from) return;
-      const color = COLORS[segment.state] ?? COLORS['other'] ?? '#9e9e9e';
       out.push(
-        `<rect x="${f(from)}" y="${String(y)}" width="${f(to - from)}" height="${String(bandHeight)}" fill="${color}"><title>${escapeXml(segment.state)}</title></rect>`,
+        `<rect x="${f(from)}" y="${String(y)}" width="${f(to - from)}" height="${String(bandHeight)}" fill="${segment.color}"><title>${escapeXml(segment.state)}</title></rect>`,
       );
     });
     // The calls: a thin strip, one mark per call.
@@ -1060,46 +1227,73 @@ export function renderSvg(results: readonly LaneResult[], timing: Timing): strin
   }
   out.push(`<text x="12" y="${String(axisY + 15)}" fill="#424242">since the login</text>`);
 
-  // The legend.
-  const legendY = 268;
-  let lx = 12;
-  const swatch = (color: string, label: string): void => {
-    out.push(
-      `<rect x="${String(lx)}" y="${String(legendY - 9)}" width="12" height="10" fill="${color}"/>`,
-      `<text x="${String(lx + 16)}" y="${String(legendY)}">${escapeXml(label)}</text>`,
-    );
-    lx += 22 + label.length * 5.6;
+  // The legend: each item a mark and a label, laid out left to right.
+  const legendRow = (y: number, items: readonly { mark: (x: number) => string; label: string }[]): void => {
+    let lx = 12;
+    for (const item of items) {
+      out.push(item.mark(lx), `<text x="${String(lx + 17)}" y="${String(y)}">${escapeXml(item.label)}</text>`);
+      lx += 17 + item.label.length * 6 + 16;
+    }
   };
-  swatch(COLORS['running'] ?? '', 'running / serving');
-  swatch(COLORS['auth_retrying'] ?? '', 'auth_retrying (no valid token, retrying)');
-  swatch(COLORS['failing'] ?? '', 'failing');
-  swatch(COLORS['needs browser login'] ?? '', 'needs browser login');
-  swatch(COLORS['unauthenticated'] ?? '', 'unauthenticated');
-  const row2 = legendY + 20;
-  out.push(
-    `<circle cx="18" cy="${String(row2 - 4)}" r="3.5" fill="none" stroke="#2e7d32" stroke-width="1.6"/>`,
-    `<text x="26" y="${String(row2)}">refresh ok</text>`,
-    `<path d="M87 ${String(row2 - 7)}l6 6m0 -6l-6 6" stroke="#c62828" stroke-width="1.5"/>`,
-    `<text x="98" y="${String(row2)}">refresh failed (tether: its event log; mcp-remote: token requests)</text>`,
-    `<path d="M452 ${String(row2 - 9)}h8l-4 6z" fill="#8e24aa"/>`,
-    `<text x="464" y="${String(row2)}">browser prompt</text>`,
-    `<rect x="556" y="${String(row2 - 7)}" width="10" height="6" fill="#a5d6a7"/>`,
-    `<rect x="567" y="${String(row2 - 7)}" width="10" height="6" fill="#ef9a9a"/>`,
-    `<text x="582" y="${String(row2)}">whoami calls ok / failed</text>`,
-    `<rect x="720" y="${String(row2 - 9)}" width="14" height="10" fill="#eceff1" stroke="#90a4ae" stroke-dasharray="3 2"/>`,
-    `<text x="739" y="${String(row2)}">outage</text>`,
-  );
+  const swatch =
+    (color: string, y: number) =>
+    (lx: number): string =>
+      `<rect x="${String(lx)}" y="${String(y - 9)}" width="12" height="10" fill="${color}"/>`;
+  const row1 = 266;
+  legendRow(row1, [
+    { mark: swatch(stateColor('running'), row1), label: 'running / serving' },
+    { mark: swatch(stateColor('running', 'degraded'), row1), label: 'running, refresh failing' },
+    { mark: swatch(stateColor('auth_retrying'), row1), label: 'auth_retrying: no valid token' },
+    { mark: swatch(stateColor('failing'), row1), label: 'failing' },
+    { mark: swatch(stateColor('needs browser login'), row1), label: 'needs browser login' },
+    { mark: swatch(stateColor('unauthenticated'), row1), label: 'unauthenticated' },
+  ]);
+  const row2 = 287;
+  legendRow(row2, [
+    {
+      mark: (lx) =>
+        `<circle cx="${String(lx + 6)}" cy="${String(row2 - 4)}" r="3.5" fill="none" stroke="#2e7d32" stroke-width="1.6"/>`,
+      label: 'refresh ok',
+    },
+    {
+      mark: (lx) =>
+        `<path d="M${String(lx + 3)} ${String(row2 - 7)}l6 6m0 -6l-6 6" stroke="#c62828" stroke-width="1.5"/>`,
+      label: 'refresh failed (tether: event log; mcp-remote: token requests)',
+    },
+    {
+      mark: (lx) => `<path d="M${String(lx + 2)} ${String(row2 - 9)}h8l-4 6z" fill="#8e24aa"/>`,
+      label: 'browser prompt',
+    },
+    {
+      mark: (lx) =>
+        `<rect x="${String(lx)}" y="${String(row2 - 7)}" width="6" height="6" fill="#a5d6a7"/><rect x="${String(lx + 7)}" y="${String(row2 - 7)}" width="6" height="6" fill="#ef9a9a"/>`,
+      label: 'calls ok / failed',
+    },
+    {
+      mark: (lx) =>
+        `<rect x="${String(lx)}" y="${String(row2 - 9)}" width="13" height="10" fill="#eceff1" stroke="#90a4ae" stroke-dasharray="3 2"/>`,
+      label: 'outage',
+    },
+  ]);
   out.push('</svg>');
   return `${out.join('\n')}\n`;
 }
 
 // ---- main -----------------------------------------------------------------------------------------------
 
-const USAGE = 'usage: npx tsx bench/outage.ts [--quick] [--svg PATH]';
+const USAGE = 'usage: npx tsx bench/outage.ts [--quick] [--svg PATH] [--json PATH]';
 
-function parseArgs(argv: readonly string[]): { timing: Timing; svg: string } {
+interface Options {
+  readonly timing: Timing;
+  readonly svg: string;
+  /** Where to write every lane's raw record, if anywhere. */
+  readonly json: string | undefined;
+}
+
+function parseArgs(argv: readonly string[]): Options {
   let timing = FULL;
   let svg = DEFAULT_SVG;
+  let json: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--quick') timing = QUICK;
@@ -1107,19 +1301,23 @@ function parseArgs(argv: readonly string[]): { timing: Timing; svg: string } {
       const value = argv[++i];
       if (value === undefined || value === '') throw new UsageError('--svg needs a path');
       svg = path.resolve(value);
+    } else if (arg === '--json') {
+      const value = argv[++i];
+      if (value === undefined || value === '') throw new UsageError('--json needs a path');
+      json = path.resolve(value);
     } else if (arg?.startsWith('--svg=') === true) svg = path.resolve(arg.slice('--svg='.length));
     else if (arg === '--help' || arg === '-h') {
       console.log(USAGE);
       process.exit(0);
     } else throw new UsageError(`unknown argument ${String(arg)}`);
   }
-  return { timing, svg };
+  return { timing, svg, json };
 }
 
 class UsageError extends Error {}
 
 async function main(): Promise<number> {
-  let options: { timing: Timing; svg: string };
+  let options: Options;
   try {
     options = parseArgs(process.argv.slice(2));
   } catch (error) {
@@ -1127,7 +1325,7 @@ async function main(): Promise<number> {
     console.error(`${error.message}\n${USAGE}`);
     return 2;
   }
-  const { timing, svg } = options;
+  const { timing, svg, json } = options;
   if (!existsSync(CLI_ENTRY)) {
     console.error(`the built CLI is missing (${CLI_ENTRY}); run \`npm run build\` first`);
     return 1;
@@ -1150,6 +1348,7 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   printHeader(timing);
+  printScenarios(timing);
   const began = Date.now();
   const lanes = SCENARIOS.flatMap((scenario) =>
     TOOLS.map((tool) => new Lane(tool, scenario, timing, interrupted.signal)),
@@ -1174,6 +1373,11 @@ async function main(): Promise<number> {
   await mkdir(path.dirname(svg), { recursive: true });
   writeFileSync(svg, renderSvg(results, timing));
   console.log(`SVG timeline of the origin scenario: ${path.relative(process.cwd(), svg) || svg}`);
+  if (json !== undefined) {
+    const raw = results.map((r) => ({ ...r, scenario: r.scenario.id }));
+    writeFileSync(json, `${JSON.stringify({ timing, lanes: raw }, null, 1)}\n`);
+    console.log(`raw records: ${json}`);
+  }
   const leftovers = [...started.pids].filter(alive);
   if (leftovers.length > 0) {
     console.log(`left running: ${leftovers.join(', ')}; killing them`);
@@ -1182,13 +1386,16 @@ async function main(): Promise<number> {
   return results.some((r) => r.error !== undefined) ? 1 : 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
-    console.error(error);
-    started.killNow();
-    process.exitCode = 1;
-  },
-);
+// Run only as a script, so that renderSvg can be imported.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      console.error(error);
+      started.killNow();
+      process.exitCode = 1;
+    },
+  );
+}

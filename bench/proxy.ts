@@ -17,7 +17,7 @@
  *
  *   npm run bench:proxy        (npx tsx bench/proxy.ts; run `npm run build` first)
  */
-import { type ChildProcess, execFileSync, fork } from 'node:child_process';
+import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, open, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -28,7 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { FetchLike, Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { CLI_ENTRY, type CliResult, TetherCli } from '../src/demo/cli.js';
 import type { Remote } from '../src/demo/remote.js';
 import { machineLine, printTable } from './table.js';
@@ -38,15 +38,21 @@ import { machineLine, printTable } from './table.js';
 const WORKLOAD = 'bench';
 /** Access tokens outlive the run: no refresh happens while it measures. */
 const TOKEN_TTL_SECONDS = 3600;
-const ROUNDS = 4;
-/** Per case, split over the rounds. */
-const CALLS_C1 = 2_000;
-const CALLS_C32 = 10_000;
+/** Many short rounds: other work on the machine then weighs on every case alike. */
+const ROUNDS = 8;
 const HIGH_CONCURRENCY = 32;
-/** A round of one case stops early after this long (time box). */
-const BATCH_MAX_MS = 12_000;
-const WARMUP_C1 = 300;
-const WARMUP_C32 = 1_500;
+/**
+ * Per case and concurrency: at most `calls` (split over the rounds), and at most `roundMs` per
+ * round — the time box that keeps the whole run near 3 minutes on a slow or busy machine.
+ */
+const LOAD = [
+  { concurrency: 1, calls: 2_000, roundMs: 1_250 },
+  { concurrency: HIGH_CONCURRENCY, calls: 10_000, roundMs: 1_500 },
+] as const;
+const WARMUP = [
+  { concurrency: 1, calls: 300, roundMs: 1_500 },
+  { concurrency: HIGH_CONCURRENCY, calls: 1_500, roundMs: 2_000 },
+] as const;
 const STARTUP_SPAWNS = 10;
 
 /** The targets (issue 5). */
@@ -80,9 +86,8 @@ async function serveRemote(): Promise<void> {
   };
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
-    closing ??= remote.close().finally(() => {
-      process.disconnect();
-    });
+    // Whatever the remote's libraries leave scheduled, the child's work is done.
+    closing ??= remote.close().finally(() => process.exit(0));
     return closing;
   };
   process.on('disconnect', () => {
@@ -131,8 +136,8 @@ class RemoteProcess {
   }
 
   static async start(): Promise<RemoteProcess> {
+    // The child inherits this process's execArgv: tsx's loader, so that it runs this file too.
     const child = fork(fileURLToPath(import.meta.url), [REMOTE_ROLE], {
-      execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     const mcpUrl = await new Promise<string>((resolve, reject) => {
@@ -265,6 +270,7 @@ async function batch(
   target: Case,
   calls: number,
   concurrency: number,
+  maxMs: number,
   tally: Tally | undefined,
   serverPid: number | undefined,
 ): Promise<void> {
@@ -282,7 +288,7 @@ async function batch(
   let errors = 0;
   const latencies: number[] = [];
   const start = performance.now();
-  const deadline = start + BATCH_MAX_MS;
+  const deadline = start + maxMs;
   const worker = async (): Promise<void> => {
     while (issued < calls && performance.now() < deadline) {
       issued += 1;
@@ -364,16 +370,43 @@ async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
   }
 }
 
+/** Progress on stderr; stdout carries only the report. */
+function progress(text: string): void {
+  process.stderr.write(`bench/proxy: ${text}\n`);
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/**
+ * What the children do not get: anything that would change tether's or mcp-remote's behaviour, and
+ * `NODE_EXTRA_CA_CERTS` (every connection here is plain HTTP on loopback; where it is set, loading
+ * the bundle adds to every Node start — the header says how much on this machine).
+ */
+const SCRUBBED_ENV =
+  /^(TETHER_|TOOLHIVE_|MCP_REMOTE_|BROWSER$|HTTPS?_PROXY$|NO_PROXY$|ALL_PROXY$|NODE_OPTIONS$|NODE_EXTRA_CA_CERTS$)/i;
+
+/**
+ * The fetch of the benchmark's own HTTP clients. The SDK transport hands its one long-lived
+ * AbortSignal to every fetch, and undici (Node 20) keeps an abort listener on it per request until
+ * that request is garbage-collected: under load thousands pile up, Node formats and prints a
+ * MaxListenersExceededWarning for every request past 1,500, and the load generator spends CPU on
+ * that instead of on calls. The benchmark never aborts a call, so its POSTs go without the signal —
+ * the same for the direct and the proxied client. (tether connect's own transport is left as it is:
+ * the report counts the warnings it prints.)
+ */
+const benchFetch: FetchLike = (url, init) => {
+  if (init === undefined || (init.method ?? 'GET') === 'GET') return fetch(url, init);
+  const { signal, ...rest } = init;
+  return fetch(url, rest);
+};
+
 /** The environment without anything that would change tether's or mcp-remote's behaviour here. */
 function cleanEnv(extra: Readonly<Record<string, string>>): Record<string, string> {
-  const scrubbed = /^(TETHER_|TOOLHIVE_|MCP_REMOTE_|BROWSER$|HTTPS?_PROXY$|NO_PROXY$|ALL_PROXY$|NODE_OPTIONS$)/i;
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
-    if (value !== undefined && !scrubbed.test(key)) env[key] = value;
+    if (value !== undefined && !SCRUBBED_ENV.test(key)) env[key] = value;
   }
   return { ...env, ...extra };
 }
@@ -385,11 +418,12 @@ function describe(result: CliResult): string {
 const ms = (value: number): string => (Number.isFinite(value) ? value.toFixed(value < 10 ? 2 : 1) : 'n/a');
 const ratio = (value: number): string => (Number.isFinite(value) ? `×${value.toFixed(2)}` : 'n/a');
 const mib = (value: number | undefined): string => (value === undefined ? 'n/a' : value.toFixed(1));
-const median = (values: readonly number[]): number =>
-  percentile(
+function median(values: readonly number[]): number {
+  return percentile(
     [...values].sort((a, b) => a - b),
     0.5,
   );
+}
 
 /** Connects an SDK client over `transport` and checks that `whoami` answers the test account. */
 async function connectClient(transport: Transport, what: string): Promise<Client> {
@@ -405,29 +439,43 @@ async function connectClient(transport: Transport, what: string): Promise<Client
 
 // ---- the run ----------------------------------------------------------------------------------------------------------
 
+/** What the run works with: the environments, the stderr logs of the stdio proxies, the clean-up steps. */
+interface Setup {
+  readonly tetherEnv: Record<string, string>;
+  readonly mcpRemoteEnv: Record<string, string>;
+  /** Each stdio proxy's stderr goes to a file, as an MCP client's log would take it. */
+  readonly logs: { readonly connect: FileHandle; readonly mcpRemote: FileHandle };
+  readonly logPaths: { readonly connect: string; readonly mcpRemote: string };
+  /** Run last first. */
+  readonly cleanups: (() => Promise<unknown>)[];
+}
+
 async function main(): Promise<void> {
   if (!existsSync(CLI_ENTRY)) throw new Error(`${CLI_ENTRY} is missing: run \`npm run build\` first`);
   const root = await mkdtemp(path.join(os.tmpdir(), 'tether-bench-proxy-'));
-  const home = path.join(root, 'tether-home');
   const browser = path.join(root, 'browser.sh');
   await writeFile(browser, '#!/bin/sh\nexit 0\n');
   await chmod(browser, 0o700);
-  const tetherEnv = cleanEnv({ TETHER_HOME: home, TETHER_STORE_KEY: 'file', BROWSER: browser });
-  const mcpRemoteEnv = cleanEnv({ MCP_REMOTE_CONFIG_DIR: path.join(root, 'mcp-remote'), BROWSER: browser });
-  // The stdio proxies' stderr goes to a file, as an MCP client's log would take it.
-  const stderrLog = await open(path.join(root, 'stdio-stderr.log'), 'a');
+  const logPaths = { connect: path.join(root, 'connect.stderr'), mcpRemote: path.join(root, 'mcp-remote.stderr') };
+  const setup: Setup = {
+    tetherEnv: cleanEnv({ TETHER_HOME: path.join(root, 'tether-home'), TETHER_STORE_KEY: 'file', BROWSER: browser }),
+    mcpRemoteEnv: cleanEnv({ MCP_REMOTE_CONFIG_DIR: path.join(root, 'mcp-remote'), BROWSER: browser }),
+    logs: { connect: await open(logPaths.connect, 'a'), mcpRemote: await open(logPaths.mcpRemote, 'a') },
+    logPaths,
+    cleanups: [],
+  };
 
-  const cleanups: (() => Promise<unknown>)[] = [];
   let cleaned = false;
   const cleanUp = async (): Promise<void> => {
     if (cleaned) return;
     cleaned = true;
-    for (const step of cleanups.reverse()) {
+    for (const step of setup.cleanups.reverse()) {
       await step().catch((error: unknown) => {
         console.error(`cleanup: ${error instanceof Error ? error.message : String(error)}`);
       });
     }
-    await stderrLog.close().catch(() => undefined);
+    await setup.logs.connect.close().catch(() => undefined);
+    await setup.logs.mcpRemote.close().catch(() => undefined);
     await rm(root, { recursive: true, force: true });
   };
   const onSignal = (): void => {
@@ -437,11 +485,12 @@ async function main(): Promise<void> {
   process.once('SIGTERM', onSignal);
 
   try {
-    await run(tetherEnv, mcpRemoteEnv, stderrLog, cleanups);
+    await run(setup);
   } catch (error) {
-    if (existsSync(path.join(root, 'stdio-stderr.log'))) {
-      const tail = (await readFile(path.join(root, 'stdio-stderr.log'), 'utf8').catch(() => '')).slice(-2_000);
-      if (tail !== '') console.error(`--- last stderr of the stdio proxies\n${tail.replace(/\?\S*/g, '?…')}`);
+    for (const [name, file] of Object.entries(logPaths)) {
+      // Never a URL's query: a login URL's holds nothing secret, a callback's would.
+      const tail = (await readFile(file, 'utf8').catch(() => '')).slice(-1_500).replace(/\?\S*/g, '?…');
+      if (tail !== '') console.error(`--- last stderr of ${name}\n${tail}`);
     }
     throw error;
   } finally {
@@ -451,13 +500,11 @@ async function main(): Promise<void> {
   }
 }
 
-async function run(
-  tetherEnv: Record<string, string>,
-  mcpRemoteEnv: Record<string, string>,
-  stderrLog: FileHandle,
-  cleanups: (() => Promise<unknown>)[],
-): Promise<void> {
+async function run(setup: Setup): Promise<void> {
+  const { tetherEnv, mcpRemoteEnv, cleanups } = setup;
   const started = performance.now();
+  const loadBefore = os.loadavg()[0] ?? NaN;
+  progress('starting the remote, logging tether in, starting the workload');
   const remote = await RemoteProcess.start();
   cleanups.push(() => remote.close());
   const serverPid = remote.child.pid;
@@ -494,17 +541,22 @@ async function run(
 
   // mcp-remote: a first start logs in (its login URL is followed by the stand-in user), then it is closed.
   const mcpRemoteArgs = [MCP_REMOTE_ENTRY, remote.mcpUrl];
+  progress('logging mcp-remote in');
   await loginMcpRemote(remote, mcpRemoteArgs, mcpRemoteEnv);
 
-  const stdio = (args: readonly string[], env: Record<string, string>): StdioClientTransport =>
-    new StdioClientTransport({ command: process.execPath, args: [...args], env, stderr: stderrLog.fd });
+  const stdio = (args: readonly string[], env: Record<string, string>, log: FileHandle): StdioClientTransport =>
+    new StdioClientTransport({ command: process.execPath, args: [...args], env, stderr: log.fd });
 
   const track = (client: Client): Client => {
     cleanups.push(() => client.close());
     return client;
   };
-  const connectTransport = stdio([CLI_ENTRY, 'connect', WORKLOAD], tetherEnv);
-  const mcpRemoteTransport = stdio(mcpRemoteArgs, mcpRemoteEnv);
+  const connectArgs = [CLI_ENTRY, 'connect', WORKLOAD];
+  const connectTransport = stdio(connectArgs, tetherEnv, setup.logs.connect);
+  const mcpRemoteTransport = stdio(mcpRemoteArgs, mcpRemoteEnv, setup.logs.mcpRemote);
+  // Ends the children even if their client never connected (closing twice is harmless).
+  cleanups.push(() => connectTransport.close());
+  cleanups.push(() => mcpRemoteTransport.close());
   const cases: Case[] = [
     {
       id: 'direct',
@@ -513,6 +565,7 @@ async function run(
         await connectClient(
           new StreamableHTTPClientTransport(new URL(remote.mcpUrl), {
             requestInit: { headers: { authorization: `Bearer ${tokens.accessToken}` } },
+            fetch: benchFetch,
           }),
           'direct',
         ),
@@ -522,7 +575,12 @@ async function run(
     {
       id: 'http',
       label: 'tether HTTP proxy',
-      client: track(await connectClient(new StreamableHTTPClientTransport(new URL(status.proxyUrl)), 'tether proxy')),
+      client: track(
+        await connectClient(
+          new StreamableHTTPClientTransport(new URL(status.proxyUrl), { fetch: benchFetch }),
+          'tether proxy',
+        ),
+      ),
       proxyPids: () => [workloadPid],
     },
     {
@@ -539,10 +597,20 @@ async function run(
     },
   ];
 
+  const proxyProcesses = [
+    { label: 'tether workload (serves the HTTP proxy)', pid: () => workloadPid },
+    { label: 'tether connect (stdio bridge)', pid: () => connectTransport.pid ?? undefined },
+    { label: 'mcp-remote', pid: () => mcpRemoteTransport.pid ?? undefined },
+  ];
+  // Connected, nothing called but the checks: the proxies at rest.
+  const memoryAtRest = proxyProcesses.map((p) => memoryMiB(p.pid()));
+
   // Warm-up: JIT, connection pools, sessions.
+  progress('warming up');
   for (const target of cases) {
-    await batch(target, WARMUP_C1, 1, undefined, serverPid);
-    await batch(target, WARMUP_C32, HIGH_CONCURRENCY, undefined, serverPid);
+    for (const { concurrency, calls, roundMs } of WARMUP) {
+      await batch(target, calls, concurrency, roundMs, undefined, serverPid);
+    }
   }
 
   // Load: every case once per round, the order rotating, so that drift spreads over all of them.
@@ -556,42 +624,56 @@ async function run(
     }
     return tally;
   };
-  for (const [concurrency, total] of [
-    [1, CALLS_C1],
-    [HIGH_CONCURRENCY, CALLS_C32],
-  ] as const) {
+  for (const { concurrency, calls, roundMs } of LOAD) {
     for (let round = 0; round < ROUNDS; round++) {
+      progress(`load at c=${String(concurrency)}, round ${String(round + 1)} of ${String(ROUNDS)}`);
       for (let i = 0; i < cases.length; i++) {
         const target = cases[(i + round) % cases.length];
         if (target === undefined) continue;
-        await batch(target, total / ROUNDS, concurrency, tallyOf(target.id, concurrency), serverPid);
+        await batch(target, calls / ROUNDS, concurrency, roundMs, tallyOf(target.id, concurrency), serverPid);
       }
     }
   }
 
+  const loadAfter = os.loadavg()[0] ?? NaN;
   // Memory after the load, the stdio proxies still connected.
-  const memory = [
-    { label: 'tether workload (serves the HTTP proxy)', ...memoryMiB(workloadPid) },
-    { label: 'tether connect (stdio bridge)', ...memoryMiB(connectTransport.pid ?? undefined) },
-    { label: 'mcp-remote', ...memoryMiB(mcpRemoteTransport.pid ?? undefined) },
-  ];
+  const memory = proxyProcesses.map((p, i) => ({
+    label: p.label,
+    ...memoryMiB(p.pid()),
+    atRest: memoryAtRest[i]?.rss,
+  }));
 
+  // What the stdio proxies wrote to stderr during the load (a warning printed per request would show here).
+  const stderrDuringLoad = {
+    connect: await stderrSummary(setup.logPaths.connect),
+    mcpRemote: await stderrSummary(setup.logPaths.mcpRemote),
+  };
+
+  // The floor of any stdio start-up: Node itself starting and exiting.
+  const nodeStart = await nodeStartMs(tetherEnv);
+  const extraCa = process.env['NODE_EXTRA_CA_CERTS'];
+  const nodeStartWithCa =
+    extraCa === undefined ? undefined : await nodeStartMs({ ...tetherEnv, NODE_EXTRA_CA_CERTS: extraCa });
+
+  progress('stdio start-up');
   // Start-up, already logged in: spawn → first tools/list answered; one unmeasured spawn each first.
   const startup: Record<'connect' | 'mcp-remote', number[]> = { connect: [], 'mcp-remote': [] };
   const spawnArgs = {
-    connect: [[CLI_ENTRY, 'connect', WORKLOAD], tetherEnv],
-    'mcp-remote': [mcpRemoteArgs, mcpRemoteEnv],
+    connect: [connectArgs, tetherEnv, setup.logs.connect],
+    'mcp-remote': [mcpRemoteArgs, mcpRemoteEnv, setup.logs.mcpRemote],
   } as const;
   for (let i = 0; i <= STARTUP_SPAWNS; i++) {
     for (const id of i % 2 === 0 ? (['connect', 'mcp-remote'] as const) : (['mcp-remote', 'connect'] as const)) {
-      const [args, env] = spawnArgs[id];
+      const [args, env, log] = spawnArgs[id];
       const client = new Client({ name: 'bench-proxy', version: '1.0.0' });
       const t0 = performance.now();
-      await client.connect(stdio(args, env));
-      await client.listTools();
-      const elapsed = performance.now() - t0;
-      await client.close();
-      if (i > 0) startup[id].push(elapsed);
+      try {
+        await client.connect(stdio(args, env, log));
+        await client.listTools();
+        if (i > 0) startup[id].push(performance.now() - t0);
+      } finally {
+        await client.close();
+      }
     }
   }
 
@@ -606,9 +688,16 @@ async function run(
   // ---- report ----
   console.log(`bench/proxy — ${machineLine()}`);
   console.log(
-    `tools/call whoami over loopback, same MCP SDK client and server (remote in its own process); ` +
-      `${String(CALLS_C1)} calls per case at c=1 and ${String(CALLS_C32)} at c=${String(HIGH_CONCURRENCY)}, ` +
-      `in ${String(ROUNDS)} interleaved rounds after a warm-up; run took ${((performance.now() - started) / 1000).toFixed(0)} s\n`,
+    `load average (1 min): ${loadBefore.toFixed(1)} at the start, ${loadAfter.toFixed(1)} after the load, on ` +
+      `${String(os.cpus().length)} cores (anything above 0 is other work competing with the run)`,
+  );
+  const plan = LOAD.map(
+    (l) => `up to ${String(l.calls)} calls at c=${String(l.concurrency)} (≤ ${String(l.roundMs / 1000)} s a round)`,
+  );
+  console.log(
+    `tools/call whoami over loopback, the same MCP SDK client and server (the remote in its own process); per case ` +
+      `${plan.join(' and ')}, ${String(ROUNDS)} interleaved rounds after a warm-up; ` +
+      `the run took ${((performance.now() - started) / 1000).toFixed(0)} s\n`,
   );
   const rows: string[][] = [];
   for (const concurrency of [1, HIGH_CONCURRENCY]) {
@@ -663,11 +752,17 @@ async function run(
     ['stdio proxy', 'spawns', 'median ms', 'min ms', 'max ms'],
     [startupRow('tether connect', startup.connect), startupRow('mcp-remote', startup['mcp-remote'])],
   );
+  console.log(
+    `\nfloor: \`node -e 0\` spawn → exit, median of 5: ${ms(nodeStart)} ms` +
+      (nodeStartWithCa === undefined
+        ? ''
+        : `; with this machine's NODE_EXTRA_CA_CERTS ${ms(nodeStartWithCa)} ms (removed from every child's environment)`),
+  );
 
-  console.log(`\nresident memory after the load (the stdio proxies still connected)\n`);
+  console.log(`\nresident memory: connected before any load, and after the load (the stdio proxies still connected)\n`);
   printTable(
-    ['process', 'RSS MiB', 'peak RSS MiB'],
-    memory.map((m) => [m.label, mib(m.rss), mib(m.peak)]),
+    ['process', 'RSS MiB at rest', 'RSS MiB after the load', 'peak RSS MiB'],
+    memory.map((m) => [m.label, mib(m.atRest), mib(m.rss), mib(m.peak)]),
   );
 
   // ---- targets ----
@@ -703,14 +798,48 @@ async function run(
       `mcp-remote ${ms(mcpRemoteStart)} ms ${verdict(mcpRemoteStart < TARGETS.startupMs)}`,
   );
   console.log(
-    `- RSS < ${String(TARGETS.rssMiB)} MiB: tether workload ${rssLine(workloadMemory ?? {})}; ` +
+    `- RSS after the load < ${String(TARGETS.rssMiB)} MiB: tether workload ${rssLine(workloadMemory ?? {})}; ` +
       `tether connect ${rssLine(connectMemory ?? {})}; mcp-remote ${rssLine(mcpRemoteMemory ?? {})}`,
+  );
+  const stderrLine = (name: string, summary: { lines: number; leakWarnings: number }): string =>
+    `${name} ${String(summary.lines)} lines` +
+    (summary.leakWarnings > 0 ? ` (${String(summary.leakWarnings)} MaxListenersExceededWarning)` : '');
+  console.log(
+    `\nstderr during the load: ${stderrLine('tether connect', stderrDuringLoad.connect)}; ` +
+      stderrLine('mcp-remote', stderrDuringLoad.mcpRemote),
   );
   console.log(
     '\nColumns: p50/p99 over the successful calls of all rounds; calls/s = successful calls over the time the case ' +
       'ran; CPU µs/call = CPU time (user + system) per call of the load generator, of the proxy process(es) ' +
       '(tether connect: bridge + workload) and of the remote (authorization server + MCP server).',
   );
+}
+
+/** Lines a stdio proxy wrote to its stderr so far, and how many were MaxListenersExceededWarnings. */
+async function stderrSummary(file: string): Promise<{ lines: number; leakWarnings: number }> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  const lines = text.split('\n').filter((line) => line.trim() !== '');
+  return {
+    lines: lines.length,
+    leakWarnings: lines.filter((line) => line.includes('MaxListenersExceededWarning')).length,
+  };
+}
+
+/** Median of 5: `node -e 0` from spawn to exit, with `env`. */
+async function nodeStartMs(env: Record<string, string>): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(process.execPath, ['-e', '0'], { env, stdio: 'ignore' });
+      child.once('error', reject);
+      child.once('exit', () => {
+        resolve();
+      });
+    });
+    times.push(performance.now() - t0);
+  }
+  return median(times);
 }
 
 /** Starts mcp-remote once, completes its browser login with the stand-in user, checks it serves, closes it. */

@@ -344,7 +344,8 @@ describe('URL mapping', () => {
     ['/mcp/extra', 'https://mcp.example.com/mcp/extra'],
     ['/', 'https://mcp.example.com/'],
     ['http://evil.example/steal?x=1', 'https://mcp.example.com/steal?x=1'],
-    ['//evil.example/x', 'https://mcp.example.com/x'],
+    ['//evil.example/x', 'https://mcp.example.com//evil.example/x'], // a path, never a host
+    ['//[', 'https://mcp.example.com//['],
   ])('%s goes to %s', (target, expected) => {
     expect(upstreamUrl(remote, target).href).toBe(expected);
   });

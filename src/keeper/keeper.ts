@@ -574,7 +574,11 @@ export class TokenKeeper {
     };
     if (verdict.class === 'permanent') {
       this.#emit({ ...failed, outcome: 'permanent' });
-      this.#giveUp(`the authorization server refused the refresh (${verdict.detail})`, episode, verdict);
+      this.#giveUp(
+        `the authorization server refused the refresh (${verdict.detail}); run \`tether login ${this.#options.name ?? 'NAME'}\``,
+        episode,
+        verdict,
+      );
       return;
     }
     const ceiling = this.#config.ceiling;

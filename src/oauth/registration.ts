@@ -233,7 +233,11 @@ export async function processRegistrationResponse(
       `the server registered the client for token_endpoint_auth_method ${quoteUntrusted(method, 64)}, which tether cannot use`,
     );
   }
-  const expiresAt = typeof json.client_secret_expires_at === 'number' ? json.client_secret_expires_at : 0;
+  // A value too large for a date (it would overflow to Infinity in ms) means no expiry, as 0 does.
+  const expiresAt =
+    typeof json.client_secret_expires_at === 'number' && Number.isFinite(json.client_secret_expires_at * 1000)
+      ? json.client_secret_expires_at
+      : 0;
   return {
     kind: 'dynamic',
     issuer,

@@ -17,7 +17,7 @@ import { networkErrorCode } from '../oauth/http.js';
 import { clientResponseHeaders, extraUpstreamHeaders, rejectsToken, upstreamRequestHeaders } from './headers.js';
 import { allowedHostNames, rebindingRefusal, type RebindingRefusal } from './rebinding.js';
 import { endpointRewriter } from './sse.js';
-import { LOCAL_MCP_PATH, localizeUrl, upstreamUrl } from './urls.js';
+import { localTarget, LOCAL_MCP_PATH, localizeUrl, upstreamUrl } from './urls.js';
 
 /** Where the proxy gets tokens: the workload's `TokenKeeper` satisfies this. */
 export interface TokenSource {
@@ -195,7 +195,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       exchange.abort.abort();
       options.onRequest?.({
         method: req.method ?? '',
-        path: new URL(req.url ?? '/', 'http://localhost').pathname,
+        path: localTarget(req.url ?? '/').pathname,
         status: res.headersSent ? res.statusCode : CLIENT_CLOSED,
         durationMs: clock.monotonic() - started,
         upstream: exchange.upstream,

@@ -15,7 +15,7 @@ export const LOCAL_MCP_PATH = '/mcp';
  * origin.
  */
 export function upstreamUrl(remote: URL, requestTarget: string): URL {
-  const local = new URL(requestTarget, 'http://localhost');
+  const local = localTarget(requestTarget);
   const target = new URL(remote.href);
   target.hash = '';
   if (local.pathname !== LOCAL_MCP_PATH) {
@@ -28,6 +28,20 @@ export function upstreamUrl(remote: URL, requestTarget: string): URL {
 }
 
 /**
+ * A request target read as a local path and query, whatever its form: a
+ * target such as `//host/x` is the path `//host/x`, never the host `host`,
+ * and a target that parses as nothing is the path `/`… never a throw (a
+ * local client must not be able to crash the workload with one request).
+ */
+export function localTarget(requestTarget: string): URL {
+  if (requestTarget.startsWith('/') && URL.canParse(`http://localhost${requestTarget}`)) {
+    return new URL(`http://localhost${requestTarget}`);
+  }
+  const absolute = URL.canParse(requestTarget) ? new URL(requestTarget) : undefined;
+  return new URL(`http://localhost${absolute === undefined ? '/' : `${absolute.pathname}${absolute.search}`}`);
+}
+
+/**
  * A URL the remote handed out (a legacy SSE `endpoint`, a `Location`) as the
  * client must use it: an absolute URL on the remote's origin moves to
  * `localOrigin` (same path, query and fragment), anything else — relative
@@ -36,5 +50,6 @@ export function upstreamUrl(remote: URL, requestTarget: string): URL {
 export function localizeUrl(value: string, remote: URL, localOrigin: string): string {
   if (!URL.canParse(value)) return value;
   const url = new URL(value);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return value; // e.g. blob:, whose origin is its inner URL's
   return url.origin === remote.origin ? `${localOrigin}${url.pathname}${url.search}${url.hash}` : value;
 }

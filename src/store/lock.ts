@@ -271,9 +271,13 @@ async function tryCreate(file: string, owner: Owner, clock: Clock): Promise<bool
   }
   try {
     await handle.writeFile(JSON.stringify({ ...owner, acquiredAt: new Date(clock.now()).toISOString() }), 'utf8');
-  } finally {
+  } catch (error) {
+    // A lock file without its owner (a full disk) would hold every waiter until it went stale.
     await handle.close();
+    await unlink(file).catch(() => undefined);
+    throw error;
   }
+  await handle.close();
   return true;
 }
 

@@ -7,7 +7,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { constants } from 'node:fs';
-import { access, chmod, mkdir, mkdtemp, open, readdir, rm } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { RecordedTokenRequest, TestAuthServer } from '../../src/demo/auth-server.js';
@@ -15,7 +15,7 @@ import { controlRequest } from '../../src/workloads/control.js';
 import type { LogRecord } from '../../src/workloads/events.js';
 import { WorkloadFiles } from '../../src/workloads/files.js';
 import type { WorkloadStatus } from '../../src/workloads/status.js';
-import { waitFor } from './e2e-harness.js';
+import { describeResult, type E2E, waitFor } from './e2e-harness.js';
 
 /** A command's outcome; never throws. */
 export interface CommandResult {
@@ -59,10 +59,14 @@ export function refreshGrants(auth: TestAuthServer, from = 0): RecordedTokenRequ
 
 /** Waits until the server has rotated a refresh token (after index `from`); returns that request. */
 export function waitForRotation(auth: TestAuthServer, from: number, timeoutMs = 15_000): Promise<RecordedTokenRequest> {
-  return waitFor('the authorization server to rotate the refresh token', () => Promise.resolve(rotations(auth, from)[0]), {
-    timeoutMs,
-    intervalMs: 5,
-  });
+  return waitFor(
+    'the authorization server to rotate the refresh token',
+    () => Promise.resolve(rotations(auth, from)[0]),
+    {
+      timeoutMs,
+      intervalMs: 5,
+    },
+  );
 }
 
 /** The live status of a running workload, with its recent events, from its control channel (what `tether status` shows). */
@@ -84,9 +88,7 @@ export async function debris(dir: string): Promise<string[]> {
 
 /** How the state directory can be made unwritable on this machine, or why it cannot. */
 export type UnwritableMethod =
-  | { readonly kind: 'tmpfs' }
-  | { readonly kind: 'chmod' }
-  | { readonly kind: 'none'; readonly reason: string };
+  { readonly kind: 'tmpfs' } | { readonly kind: 'chmod' } | { readonly kind: 'none'; readonly reason: string };
 
 /**
  * Probes once: as root (which ignores mode bits) a tmpfs mount, else
@@ -182,6 +184,24 @@ export class TinyTmpfs {
   }
 }
 
+/**
+ * Appends newlines to `file` up to the end of a memory page, so that on a
+ * full tmpfs the next append needs a new page and fails whole, instead of
+ * landing in the slack of the last one (blank lines are skipped by readers
+ * of JSON-lines logs).
+ */
+export async function padToPage(file: string): Promise<void> {
+  const page = Number(command('getconf', ['PAGESIZE']).stdout.trim()) || 4096;
+  const handle = await open(file, 'a');
+  try {
+    const { size } = await handle.stat();
+    const pad = (page - (size % page)) % page;
+    if (pad > 0) await handle.write('\n'.repeat(pad));
+  } finally {
+    await handle.close();
+  }
+}
+
 /** `chmod 0500` on `dir` (not root): new files cannot be created in it, existing ones can still be written. */
 export class ReadOnlyDir {
   constructor(readonly dir: string) {}
@@ -199,4 +219,64 @@ export class ReadOnlyDir {
   async unlock(): Promise<void> {
     await chmod(this.dir, 0o700);
   }
+}
+
+/** A workload's state directory made unwritable and writable again, as this machine allows. */
+export interface Unwritable {
+  readonly how: 'a full tmpfs' | 'chmod 0500';
+  /** Makes the workload's directory unwritable (a full file system, or no permission to create files). */
+  block(): Promise<void>;
+  /** Writable again. */
+  restore(): Promise<void>;
+}
+
+/**
+ * Prepares `e2e`'s state directory — before its first command: with `tmpfs`
+ * the whole state directory becomes a 1 MB tmpfs (removed after the test, the
+ * workload first). `block` fills it (the event log padded first, so that its
+ * next line cannot hide in a page's slack), or `chmod 0500`s the workload's
+ * directory.
+ */
+export async function prepareUnwritable(e2e: E2E, kind: 'tmpfs' | 'chmod', name: string): Promise<Unwritable> {
+  const workloadDir = path.join(e2e.home, 'workloads', name);
+  if (kind === 'chmod') {
+    const dir = new ReadOnlyDir(workloadDir);
+    e2e.onCleanup(() => dir.unlock().catch(() => undefined));
+    return { how: 'chmod 0500', block: () => dir.lock(), restore: () => dir.unlock() };
+  }
+  const tmpfs = await TinyTmpfs.mount(e2e.home, 1024);
+  // Runs before the harness's own `tether rm`, which would find nothing once this is unmounted.
+  e2e.onCleanup(async () => {
+    await tmpfs.drain();
+    await removeOwnerlessLocks(path.join(e2e.home, 'locks'));
+    const removed = await e2e.tether(['rm', name]);
+    await tmpfs.unmount();
+    if (removed.code !== 0) throw new Error(`tether rm ${name}: ${describeResult(removed)}`);
+  });
+  return {
+    how: 'a full tmpfs',
+    block: async () => {
+      await padToPage(path.join(workloadDir, 'events.jsonl'));
+      await tmpfs.fill();
+    },
+    restore: () => tmpfs.drain(),
+  };
+}
+
+/** The lock files in `dir` that name no owner (left empty by a write that failed). */
+export async function ownerlessLocks(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const text = await readFile(path.join(dir, name), 'utf8').catch(() => undefined);
+    if (text === '') found.push(name);
+  }
+  return found;
+}
+
+/**
+ * Cleanup only: deletes lock files that name no owner, which would otherwise
+ * hold `tether rm` until they go stale (30 s).
+ */
+async function removeOwnerlessLocks(dir: string): Promise<void> {
+  for (const name of await ownerlessLocks(dir)) await rm(path.join(dir, name), { force: true });
 }
