@@ -349,12 +349,13 @@ const serialized: fc.Arbitrary<{ readonly challenges: readonly ChallengeModel[];
   }));
 
 function expectedParams(c: ChallengeModel): Record<string, string> {
-  const params: Record<string, string> = {};
+  // Entries, then fromEntries: a name such as `__proto__` stays an own key, as the parser keeps it.
+  const entries = new Map<string, string>();
   for (const [name, value] of c.params) {
     const key = name.toLowerCase();
-    if (!Object.hasOwn(params, key)) params[key] = value;
+    if (!entries.has(key)) entries.set(key, value);
   }
-  return params;
+  return Object.fromEntries(entries);
 }
 
 const wwwAuthenticateInput = fc.oneof(
