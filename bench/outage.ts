@@ -43,6 +43,7 @@ import { readEvents } from '../src/workloads/events.js';
 import { WorkloadFiles } from '../src/workloads/files.js';
 import { effectiveStatus, isWorkloadProcess, readStatus } from '../src/workloads/status.js';
 import { machineLine, printTable } from './table.js';
+import { jsonErrorField } from '../src/demo/story.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DEFAULT_SVG = path.join(ROOT, 'docs', 'outage.svg');
@@ -510,7 +511,7 @@ class Lane {
           .clone()
           .text()
           .catch(() => '');
-        lastFailure = `${String(response.status)} ${jsonError(body) ?? 'error'}`;
+        lastFailure = `${String(response.status)} ${jsonErrorField(body) ?? 'error'}`;
       }
       return response;
     };
@@ -664,17 +665,6 @@ interface CliRun {
   readonly code: number;
   readonly stdout: string;
   readonly stderr: string;
-}
-
-function jsonError(body: string): string | undefined {
-  try {
-    const value = JSON.parse(body) as unknown;
-    return typeof value === 'object' && value !== null && 'error' in value && typeof value.error === 'string'
-      ? value.error
-      : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** A failed call, without per-call values. */

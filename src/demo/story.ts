@@ -948,7 +948,8 @@ function firstText(result: unknown): string | undefined {
     : undefined;
 }
 
-function jsonErrorField(body: string): string | undefined {
+/** The `error` field of a JSON body (tether's own 503s, an OAuth error), if there is one. */
+export function jsonErrorField(body: string): string | undefined {
   try {
     const value = JSON.parse(body) as unknown;
     return typeof value === 'object' && value !== null && 'error' in value && typeof value.error === 'string'
