@@ -9,8 +9,10 @@
  * - SIGSTOP for longer than the token's lifetime, then SIGCONT;
  * - a state directory that cannot be written during a save, and when the
  *   credential's lock is taken;
- * - opt-in (`TETHER_CHAOS_NETNS=1`, root, Linux, `ip`, `iptables`): the origin
- *   bug report reproduced with a real packet filter on a veth pair.
+ * - opt-in (`TETHER_CHAOS_NETNS=1`, which `.ci/run` sets as root; Linux, `ip`,
+ *   `iptables`, and a throwaway namespace that really holds a veth pair and a
+ *   DROP rule, else skipped with the reason): the origin bug report
+ *   reproduced with a real packet filter on a veth pair.
  *
  * The chaos lands in a known window: the fault proxy holds the server's
  * answer to a refresh (`delay`, phase `response`), and the test acts as soon
@@ -189,8 +191,7 @@ describe('chaos (built CLI, real remote)', () => {
     },
   );
 
-  // Skipped: known defect (issue 5, open): `tether restart` reports `running` while its startup refresh of a spent credential is still in flight, then turns unauthenticated (src/workloads/workload.ts serveWorkload publishes before the startup attempt ends).
-  it.skip(
+  it(
     'kill -9 inside a refresh-token rotation, server without a reuse grace: that one credential is lost, reported as unauthenticated naming tether login, no retry loop, and tether login brings it back',
     { timeout: 60_000 },
     async () => {
@@ -316,8 +317,7 @@ describe('chaos (built CLI, real remote)', () => {
   const unwritableKind = unwritable.kind === 'none' ? 'tmpfs' : unwritable.kind;
   const how = unwritable.kind === 'chmod' ? 'chmod 0500' : 'a full tmpfs';
 
-  // Skipped: known defect (issue 5, open): a log line that fails to write (full disk) is dropped, so persist_failed never reaches events.jsonl (src/workloads/events.ts EventLog.append).
-  it.skip(
+  it.skipIf(writableSkip !== undefined)(
     `a state directory that cannot be written during a save (${how}${writableSkip === undefined ? '' : `; skipped: ${writableSkip}`}): the in-memory token keeps serving, persist_failed is reported, the store still loads, the next save catches up`,
     { timeout: 90_000 },
     async () => {
@@ -391,9 +391,8 @@ describe('chaos (built CLI, real remote)', () => {
     },
   );
 
-  // Skipped: known defect (issue 5, open): a failed save is never retried, so a graceful stop after it loses the rotated refresh token (src/keeper/keeper.ts #persist, stop).
-  it.skip(
-    `a save that failed is not lost: writable again, a graceful tether restart before the next refresh keeps the credential (${how}, server without reuse grace)`,
+  it.skipIf(writableSkip !== undefined)(
+    `a save that failed is not lost: writable again, a graceful tether restart before the next refresh keeps the credential (${how}, server without reuse grace${writableSkip === undefined ? '' : `; skipped: ${writableSkip}`})`,
     { timeout: 90_000 },
     async () => {
       const e2e = await startWorld({ ttlSeconds: 10 });

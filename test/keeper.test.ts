@@ -1,6 +1,8 @@
+import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { ATTEMPT_DEADLINE_MS, TokenKeeper, TokenUnavailableError } from '../src/keeper/keeper.js';
 import { FakeClock } from '../src/clock/fake.js';
+import { tokenTimes } from '../src/keeper/timing.js';
 import type { TokenSet } from '../src/keeper/types.js';
 import {
   type Harness,
@@ -36,6 +38,19 @@ describe('TokenKeeper — healthy life', () => {
     expect(h.statuses).toEqual([]);
     expect(h.keeper.peekToken()).toBe(`at-${h.endpoint.requests.length + 1}`);
   });
+
+  it.each([1, 10, 300, 3600, 86_400])(
+    'a %s-second token is refreshed between 65 and 85 percent of its life, before it expires for sending',
+    (seconds) => {
+      const lifetime = seconds * SECOND;
+      const at = (random: number): number => tokenTimes(0, lifetime, random).refreshAt / lifetime;
+      expect(at(0)).toBeCloseTo(0.65);
+      expect(at(0.5)).toBeCloseTo(0.75);
+      expect(at(0.999_999)).toBeCloseTo(0.85);
+      const { sendExpiresAt } = tokenTimes(0, lifetime, 0.999_999);
+      expect(sendExpiresAt / lifetime).toBeGreaterThanOrEqual(0.9);
+    },
+  );
 
   it('persists a rotated refresh token before using it', async () => {
     const h = await startHarness();
@@ -84,6 +99,24 @@ describe('TokenKeeper — healthy life', () => {
     // The store still holds the older set: it is not mistaken for another process's rotation.
     await h.clock.advance(46 * MINUTE);
     expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'ok']);
+  });
+
+  it('an attempt lets go of its abort controller and listener when it ends', async () => {
+    const h = await startHarness();
+    const signals: AbortSignal[] = [];
+    const refresh = h.endpoint.refresh;
+    Object.defineProperty(h.endpoint, 'refresh', {
+      value: (refreshToken: string, signal: AbortSignal) => {
+        signals.push(signal);
+        return refresh(refreshToken, signal);
+      },
+    });
+    await h.clock.advance(46 * MINUTE);
+    const [signal] = signals;
+    expect(signal).toBeDefined();
+    expect(getEventListeners(signal as AbortSignal, 'abort')).toEqual([]);
+    await h.keeper.stop();
+    expect(signal?.aborted).toBe(false); // the keeper no longer held its controller
   });
 
   it('does not serve a refreshed token before its save has completed', async () => {
@@ -458,6 +491,119 @@ describe('TokenKeeper — the store', () => {
   });
 });
 
+describe('TokenKeeper — a save that failed (D4)', () => {
+  /** Refreshes once (at 45 min) with the store failing to save; returns when each save was tried. */
+  async function refreshWithSavesFailing(h: Harness): Promise<number[]> {
+    const tried: number[] = [];
+    const save = h.store.save.bind(h.store);
+    h.store.save = (tokens) => {
+      tried.push(h.clock.now());
+      return save(tokens);
+    };
+    h.store.failSaves = true;
+    await h.clock.advance(45 * MINUTE + 100);
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok']);
+    return tried;
+  }
+
+  const events = (h: Harness, type: 'persist_failed' | 'persist_recovered'): unknown[] =>
+    h.events.filter((e) => e.type === type);
+
+  it('is retried on a backoff (1 s doubling, capped at a minute) while the token serves from memory', async () => {
+    const h = await startHarness();
+    const tried = await refreshWithSavesFailing(h);
+    const refreshedAt = h.endpoint.requests[0]?.at ?? NaN;
+    await h.clock.advance(10 * MINUTE);
+    const gaps = tried.map((t, i) => (t - (tried[i - 1] ?? refreshedAt)) / SECOND);
+    expect(gaps.slice(0, 10)).toEqual([0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    expect(await h.keeper.getToken()).toBe('at-2');
+    expect(events(h, 'persist_failed')).toHaveLength(1); // reported once, retries only counted
+    expect(h.store.tokens?.accessToken).toBe('at-1');
+    expect(h.statuses).toEqual([]);
+  });
+
+  it('lands once the store can be written again, and the recovery is reported', async () => {
+    const h = await startHarness();
+    await refreshWithSavesFailing(h);
+    await h.clock.advance(MINUTE); // 6 failed saves: at 0, 1, 3, 7, 15 and 31 s
+    h.store.failSaves = false;
+    await h.clock.advance(MINUTE);
+    expect(h.store.tokens).toMatchObject({ accessToken: 'at-2', refreshToken: h.endpoint.current });
+    expect(events(h, 'persist_recovered')).toEqual([
+      expect.objectContaining({ detail: expect.stringMatching(/after 6 failed saves$/) as unknown }),
+    ]);
+    const saves = h.store.saved.length;
+    await h.clock.advance(10 * MINUTE);
+    expect(h.store.saved).toHaveLength(saves); // no more retries
+  });
+
+  it('a graceful stop saves it once more, and resolves only once that save has landed', async () => {
+    const h = await startHarness();
+    await refreshWithSavesFailing(h);
+    await h.clock.advance(20 * SECOND); // the retries so far have failed; the next is 16 s away
+    h.store.failSaves = false;
+    h.store.saveDelays.push(2 * SECOND); // an fsync that takes a while
+    let stopped = false;
+    void h.keeper.stop().then(() => (stopped = true));
+    await h.clock.advance(SECOND);
+    expect(stopped).toBe(false);
+    expect(h.store.tokens?.refreshToken).toBe('rt-1'); // the spent one
+    await h.clock.advance(SECOND);
+    expect(stopped).toBe(true);
+    expect(h.store.tokens).toMatchObject({ accessToken: 'at-2', refreshToken: h.endpoint.current });
+    expect(events(h, 'persist_recovered')).toHaveLength(1);
+    expect(h.clock.pendingTimers).toBe(0);
+    expect(h.statuses).toEqual([]);
+  });
+
+  it('a graceful stop on a store that still fails ends without retrying again', async () => {
+    const h = await startHarness();
+    await refreshWithSavesFailing(h);
+    const saves = h.store.saved.length;
+    await h.keeper.stop();
+    await h.clock.advance(HOUR);
+    expect(h.store.saved).toHaveLength(saves);
+    expect(h.clock.pendingTimers).toBe(0);
+    expect(h.keeper.state).toBe('stopped');
+  });
+
+  it.each([
+    ['the next retry finds it there', false],
+    ['the keeper adopts it first', true],
+  ])('is not written over a newer set that another process stored meanwhile: %s', async (_label, adoptFirst) => {
+    const h = await startHarness();
+    await refreshWithSavesFailing(h);
+    const now = h.clock.now();
+    h.store.tokens = {
+      accessToken: 'at-elsewhere',
+      refreshToken: 'rt-elsewhere',
+      issuedAt: now,
+      expiresAt: now + HOUR,
+    };
+    if (adoptFirst) await h.keeper.trigger('manual');
+    h.store.failSaves = false;
+    await h.clock.advance(5 * MINUTE);
+    expect(h.store.tokens.accessToken).toBe('at-elsewhere');
+    expect(h.store.saved).toEqual([]);
+    expect(h.events.filter((e) => e.type === 'persist_recovered')).toEqual([]);
+    if (!adoptFirst) await h.keeper.trigger('manual'); // the next attempt adopts it
+    expect(h.events.filter((e) => e.type === 'adopted')).toHaveLength(1);
+    expect(await h.keeper.getToken()).toBe('at-elsewhere');
+  });
+
+  it('a later save of new credentials ends the retries of the older set', async () => {
+    const h = await startHarness();
+    await refreshWithSavesFailing(h);
+    h.store.failSaves = false;
+    const login = h.endpoint.login();
+    h.keeper.setTokens(login);
+    await h.clock.advance(10 * MINUTE);
+    expect(h.store.tokens).toEqual(login);
+    expect(h.store.saved).toEqual([login]);
+    expect(events(h, 'persist_recovered')).toHaveLength(1);
+  });
+});
+
 describe('TokenKeeper — concurrency and shutdown', () => {
   it('the status turns when the token expires for sending, even with an attempt still in flight', async () => {
     const h = await startHarness();
@@ -620,14 +766,71 @@ describe('TokenKeeper — a token the resource server rejects', () => {
     expect(h.endpoint.requests).toHaveLength(2);
   });
 
-  it('a keeper already failing keeps its backoff', async () => {
+  it('a keeper already failing keeps its backoff, and stops serving the rejected token', async () => {
     const h = await startHarness();
     h.endpoint.fault = WAF_403;
     await h.clock.advance(46 * MINUTE);
     expect(h.keeper.state).toBe('backoff');
+    expect(h.keeper.status).toBe('running'); // degraded: at-1 is still valid for 13 minutes
     const sent = h.endpoint.requests.length;
+    const next = h.keeper.snapshot().refresh.nextAttemptAt;
     await h.keeper.rejected(await h.keeper.getToken());
     expect(h.endpoint.requests).toHaveLength(sent);
+    expect(h.keeper.snapshot().refresh.nextAttemptAt).toBe(next);
+    expect(h.keeper.peekToken()).toBeUndefined();
+    expect(h.statuses.map((s) => [s.status, s.at])).toEqual([['auth_retrying', h.clock.now()]]);
+    const refused = await h.keeper.getToken().catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'ERR_AUTH_RETRYING' });
+    expect((refused as TokenUnavailableError).retryAfterSeconds).toBeGreaterThan(0);
+    h.endpoint.fault = undefined;
+    await h.clock.advance(5 * MINUTE);
+    expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying', 'running']);
+    expect(await h.keeper.getToken()).toMatch(/^at-/);
+  });
+
+  it('a late rejection of a token already replaced changes nothing, also while failing', async () => {
+    const h = await startHarness();
+    await h.clock.advance(46 * MINUTE); // at-2 replaced at-1
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(46 * MINUTE); // at-2's refresh failed
+    expect(h.keeper.state).toBe('backoff');
+    await h.keeper.rejected('at-1');
+    expect(h.keeper.peekToken()).toBe('at-2');
+    expect(h.statuses).toEqual([]);
+  });
+
+  it('a forced refresh that fails stops serving the token the resource server rejected', async () => {
+    const h = await startHarness();
+    await h.clock.advance(5 * MINUTE);
+    h.endpoint.fault = WAF_403;
+    await h.keeper.rejected('at-1');
+    expect(attempts(h.events).map((a) => [a.trigger, a.outcome])).toEqual([['rejected', 'transient']]);
+    expect(h.keeper.peekToken()).toBeUndefined();
+    expect(h.keeper.status).toBe('auth_retrying');
+  });
+
+  it('a rejection during a refresh that succeeds leaves the new token served', async () => {
+    const h = await startHarness();
+    h.endpoint.latencyMs = SECOND;
+    await h.clock.advance(45 * MINUTE + 100); // the early refresh is in flight
+    const rejection = h.keeper.rejected('at-1');
+    await h.clock.advance(SECOND);
+    await rejection;
+    expect(h.keeper.peekToken()).toBe('at-2');
+    expect(h.statuses).toEqual([]);
+  });
+
+  it('a rejection during a refresh that fails stops serving the rejected token', async () => {
+    const h = await startHarness();
+    h.endpoint.latencyMs = SECOND;
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(45 * MINUTE + 100);
+    expect(h.keeper.state).toBe('refreshing');
+    const rejection = h.keeper.rejected('at-1');
+    await h.clock.advance(SECOND);
+    await rejection;
+    expect(h.keeper.peekToken()).toBeUndefined();
+    expect(h.keeper.status).toBe('auth_retrying');
   });
 });
 

@@ -1,27 +1,37 @@
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FakeClock } from '../src/clock/fake.js';
 import { systemClock } from '../src/clock/system.js';
 import { defaultName } from '../src/cli/run.js';
 import { isProcessAlive as isAlive } from '../src/store/lock.js';
 import { CredentialStore } from '../src/store/store.js';
 import { controlRequest, startControlServer } from '../src/workloads/control.js';
 import {
+  EVENT_LOG_RETRY_MS,
   EventLog,
   followEvents,
   formatRecord,
   keeperRecord,
   type LogRecord,
+  ProxyFailureLog,
+  type ProxyRecord,
   readEvents,
 } from '../src/workloads/events.js';
 import { WorkloadFiles } from '../src/workloads/files.js';
 import { WorkloadMetrics } from '../src/workloads/metrics.js';
-import { loadSpec } from '../src/workloads/spec.js';
+import { loadSpec, saveSpec } from '../src/workloads/spec.js';
+import { serveWorkload, STARTUP_VERDICT_WAIT_MS } from '../src/workloads/workload.js';
+import { drive, fixedKey } from './support/store-helpers.js';
 import {
   effectiveStatus,
   isWorkloadProcess,
   readStatus,
+  redactUrl,
   type WorkloadStatus,
   workloadNames,
   writeStatus,
@@ -148,7 +158,7 @@ describe('event log', () => {
 
   it('keeps lines in order across a rotation, and skips a line cut short', async () => {
     const files = new WorkloadFiles(dir, 'w');
-    const log = new EventLog(files, 400);
+    const log = new EventLog(files, systemClock, { maxBytes: 400 });
     for (let n = 0; n < 10; n++) void log.append(record(n));
     await log.flushed();
     expect((await stat(`${files.events}.1`)).size).toBeGreaterThan(0);
@@ -164,14 +174,14 @@ describe('event log', () => {
 
   it('a log file is created 0600', async () => {
     const files = new WorkloadFiles(dir, 'w');
-    const log = new EventLog(files);
+    const log = new EventLog(files, systemClock);
     await log.append(record(1));
     expect((await stat(files.events)).mode & 0o777).toBe(0o600);
   });
 
   it('follow delivers the records appended after it started, and stops on abort', async () => {
     const files = new WorkloadFiles(dir, 'w');
-    const log = new EventLog(files);
+    const log = new EventLog(files, systemClock);
     await log.append(record(0));
     const seen: LogRecord[] = [];
     const stop = new AbortController();
@@ -182,6 +192,82 @@ describe('event log', () => {
     stop.abort();
     await following;
     expect(seen).toEqual([record(1), record(2)]);
+  });
+
+  it('a line that cannot be written is kept, and lands in order with the next append', async () => {
+    const files = new WorkloadFiles(dir, 'w');
+    const log = new EventLog(files, new FakeClock(T0));
+    await mkdir(files.events, { recursive: true }); // a directory where the file goes: every write fails
+    await log.append(record(0));
+    await log.append(record(1));
+    await rm(files.events, { recursive: true });
+    expect(await readEvents(files)).toEqual([]);
+    await log.append(record(2));
+    expect(await readEvents(files)).toEqual([record(0), record(1), record(2)]);
+  });
+
+  it('kept lines are tried again on the clock, without a new append', async () => {
+    const files = new WorkloadFiles(dir, 'w');
+    const clock = new FakeClock(T0);
+    const log = new EventLog(files, clock);
+    await mkdir(files.events, { recursive: true });
+    await log.append(record(0));
+    await rm(files.events, { recursive: true });
+    await clock.advance(EVENT_LOG_RETRY_MS - 1);
+    await log.flushed();
+    expect(await readEvents(files)).toEqual([]);
+    await clock.advance(1);
+    await log.flushed();
+    expect(await readEvents(files)).toEqual([record(0)]);
+  });
+
+  it('past the bound the oldest kept lines are dropped, and a line says how many', async () => {
+    const files = new WorkloadFiles(dir, 'w');
+    const clock = new FakeClock(T0);
+    const log = new EventLog(files, clock, { maxPending: 3 });
+    await mkdir(files.events, { recursive: true });
+    for (let n = 0; n < 6; n++) void log.append(record(n));
+    await log.flushed();
+    await rm(files.events, { recursive: true });
+    await clock.advance(EVENT_LOG_RETRY_MS);
+    await log.flushed();
+    expect(await readEvents(files)).toEqual([
+      {
+        time: record(2).time,
+        type: 'workload',
+        event: 'log_lines_lost',
+        message: '3 lines lost: the event log could not be written for a while',
+      },
+      record(3),
+      record(4),
+      record(5),
+    ]);
+  });
+
+  it('a line cut short by a full disk is cut off, and lands whole once there is space (root: a tiny tmpfs)', async (context) => {
+    const mount = path.join(dir, 'fs');
+    await mkdir(mount);
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', mount]).status !== 0) {
+      context.skip('mounting a tmpfs needs root (CAP_SYS_ADMIN)');
+    }
+    try {
+      const files = new WorkloadFiles(mount, 'w');
+      const log = new EventLog(files, new FakeClock(T0));
+      await log.append(record(0));
+      const filler = await open(path.join(mount, 'filler'), 'w');
+      const page = Buffer.alloc(4096);
+      while ((await filler.write(page).catch(() => ({ bytesWritten: 0 }))).bytesWritten === page.length); // until full
+      await filler.close();
+      // Longer than what is left of the log's last page: part of it fits, then the disk is full.
+      const long: LogRecord = { time: record(1).time, type: 'workload', event: 'e', message: 'x'.repeat(8000) };
+      await log.append(long);
+      expect(await readFile(files.events, 'utf8')).toBe(`${JSON.stringify(record(0))}\n`);
+      await rm(path.join(mount, 'filler'));
+      await log.append(record(2));
+      expect(await readEvents(files)).toEqual([record(0), long, record(2)]);
+    } finally {
+      spawnSync('umount', ['-l', mount]);
+    }
   });
 
   it('keeper events become records with ISO times; every kind reads as a line', () => {
@@ -204,6 +290,60 @@ describe('event log', () => {
     expect(
       formatRecord({ time: status.time, type: 'proxy', method: 'POST', path: '/mcp', status: 503, durationMs: 2 }),
     ).toBe('2026-11-28 10:00:00Z  proxy POST /mcp → 503 (2 ms)');
+  });
+});
+
+describe('failed requests of the local endpoint', () => {
+  it('identical failures are written once, then as a count per window while they go on', async () => {
+    const clock = new FakeClock(T0);
+    const written: ProxyRecord[] = [];
+    const failures = new ProxyFailureLog(clock, (r) => written.push(r), 60_000);
+    const failure = (status = 503): ProxyRecord => ({
+      time: new Date(clock.now()).toISOString(),
+      type: 'proxy',
+      method: 'POST',
+      path: '/mcp',
+      status,
+      durationMs: 2,
+    });
+    failures.observe(failure());
+    for (let n = 0; n < 4; n++) {
+      await clock.advance(1_000);
+      failures.observe(failure());
+    }
+    failures.observe(failure(502));
+    expect(written.map((r) => [r.status, r.repeats])).toEqual([
+      [503, undefined],
+      [502, undefined],
+    ]);
+
+    await clock.advance(56_000); // the 503s' window ends; the 502 had no repeats
+    expect(written.slice(2)).toEqual([{ ...failure(), repeats: 4 }]);
+    expect(formatRecord(written[2] as LogRecord)).toBe(
+      '2026-11-28 10:01:00Z  proxy POST /mcp → 503 (2 ms), and 4 more like it',
+    );
+    failures.observe(failure());
+    await clock.advance(60_000);
+    expect(written.slice(3).map((r) => r.repeats)).toEqual([1]);
+    await clock.advance(60_000); // a window without repeats ends quietly…
+    expect(written).toHaveLength(4);
+    failures.observe(failure()); // …and the next failure is written at once
+    failures.observe(failure());
+    expect(written.slice(4).map((r) => r.repeats)).toEqual([undefined]);
+    failures.flush();
+    expect(written.slice(5).map((r) => r.repeats)).toEqual([1]);
+    expect(clock.pendingTimers).toBe(0);
+  });
+});
+
+describe('what workloads write', () => {
+  it('a URL has its query values and password redacted', () => {
+    expect(redactUrl('https://mcp.example.com/v1/mcp?api_key=s3cret&region=eu')).toBe(
+      'https://mcp.example.com/v1/mcp?api_key=redacted&region=redacted',
+    );
+    expect(redactUrl('https://me:s3cret@mcp.example.com/mcp')).toBe('https://me:redacted@mcp.example.com/mcp');
+    expect(redactUrl('https://mcp.example.com/mcp')).toBe('https://mcp.example.com/mcp');
+    expect(redactUrl('not a url?token=s3cret')).toBe('not a url');
   });
 });
 
@@ -276,4 +416,161 @@ describe('workload settings', () => {
     expect(defaultName(new URL('http://127.0.0.1:8080/mcp'))).toBe('127-0-0-1');
     expect(defaultName(new URL('http://[::1]:8080/mcp'))).toBe('1');
   });
+});
+
+/** A loopback token endpoint that holds each request until the test answers it. */
+async function heldTokenEndpoint(): Promise<{
+  readonly url: string;
+  next(): Promise<(status: number, body: object) => void>;
+  close(): Promise<void>;
+}> {
+  const held: ((status: number, body: object) => void)[] = [];
+  const server = http.createServer((req, res) => {
+    req.resume();
+    held.push((status, body) =>
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body)),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${String(port)}`,
+    next: () => waitUntil('a token request', () => held.shift()),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => {
+          resolve();
+        });
+      }),
+  };
+}
+
+/** A port nothing listens on just now. */
+async function freePort(): Promise<number> {
+  const server = http.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Polls (real time) until `probe` gives a value. */
+async function waitUntil<T>(what: string, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
+  for (let i = 0; i < 300; i++) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('serveWorkload: the verdict on the stored credentials', () => {
+  const NAME = 'w';
+  const REMOTE = 'http://127.0.0.1:9/mcp?api_key=s3cret';
+
+  /** A workload whose stored access token has expired: the keeper refreshes it at once on start. */
+  async function expiredWorkload(clock: FakeClock, tokenEndpoint: string): Promise<CredentialStore> {
+    const store = await CredentialStore.open({ dir, keySource: fixedKey(7) });
+    await saveSpec(store, {
+      version: 1,
+      name: NAME,
+      remoteUrl: REMOTE,
+      resource: REMOTE,
+      authorizationServer: { issuer: tokenEndpoint, token_endpoint: `${tokenEndpoint}/token` },
+      client: { kind: 'dynamic', clientId: 'client-1' },
+      scopes: [],
+      host: '127.0.0.1',
+      // Already chosen, as after a first start: a new one is saved under the credential's lock, which the refresh holds.
+      port: await freePort(),
+      headers: {},
+      createdAt: new Date(T0).toISOString(),
+    });
+    await store.saveTokens(NAME, {
+      accessToken: 'access-0',
+      refreshToken: 'refresh-0',
+      issuedAt: clock.now() - 3_600_000,
+      expiresAt: clock.now() - 60_000,
+    });
+    return store;
+  }
+
+  /**
+   * Runs `test` on the workload started, once its endpoint serves with the
+   * refresh at startup held by the token endpoint; stops it after.
+   */
+  async function withHeldStart(
+    test: (started: {
+      files: WorkloadFiles;
+      clock: FakeClock;
+      serving: Promise<unknown>;
+      answer: (status: number, body: object) => void;
+      starting: WorkloadStatus;
+    }) => Promise<void>,
+  ): Promise<void> {
+    const clock = new FakeClock(T0);
+    const endpoint = await heldTokenEndpoint();
+    const files = new WorkloadFiles(dir, NAME);
+    const serving = serveWorkload({ store: await expiredWorkload(clock, endpoint.url), name: NAME, env: {}, clock });
+    try {
+      const answer = await endpoint.next();
+      const starting = await waitUntil('the endpoint to serve', async () => {
+        const status = await readStatus(files);
+        return status?.proxyUrl === undefined ? undefined : status;
+      });
+      await test({ files, clock, serving, answer, starting });
+    } finally {
+      await endpoint.close();
+      await (
+        await drive(
+          clock,
+          serving.catch(() => undefined),
+          100,
+        )
+      )?.stop();
+    }
+  }
+
+  it(
+    'serving, but starting until the server answers the refresh; a spent refresh token is then unauthenticated, never running first',
+    { timeout: 15_000 },
+    () =>
+      withHeldStart(async ({ files, serving, answer, starting }) => {
+        expect(starting).toMatchObject({ status: 'starting', pid: process.pid });
+
+        answer(400, { error: 'invalid_grant' });
+        await serving;
+        const lost = await readStatus(files);
+        expect(lost).toMatchObject({
+          status: 'unauthenticated',
+          proxyUrl: starting.proxyUrl,
+          refresh: { state: 'given_up' },
+        });
+        expect(lost?.statusReason).toContain(`tether login ${NAME}`);
+        const statuses = (await readEvents(files)).flatMap((r) => (r.type === 'status' ? [r.status] : []));
+        expect(statuses).toEqual(['unauthenticated']);
+        // The remote's secret is in neither the status file nor the log; the real URL stays in the settings.
+        expect(lost?.remoteUrl).toBe('http://127.0.0.1:9/mcp?api_key=redacted');
+        expect(await readFile(files.events, 'utf8')).not.toContain('s3cret');
+        expect(await readFile(files.status, 'utf8')).not.toContain('s3cret');
+      }),
+  );
+
+  it(
+    `no answer within ${String(STARTUP_VERDICT_WAIT_MS / 1000)}s: serving as auth_retrying (no valid token), then the keeper's status once it answers`,
+    { timeout: 15_000 },
+    () =>
+      withHeldStart(async ({ files, clock, serving, answer }) => {
+        await drive(clock, serving, 100);
+        expect(await readStatus(files)).toMatchObject({ status: 'auth_retrying' });
+
+        answer(200, { access_token: 'access-1', token_type: 'Bearer', expires_in: 3600, refresh_token: 'refresh-1' });
+        const running = await waitUntil('running', async () => {
+          const status = await readStatus(files);
+          return status?.status === 'running' ? status : undefined;
+        });
+        expect(running.refresh).toEqual({ state: 'ok' });
+        expect(Date.parse(running.token.expiresAt ?? '')).toBeGreaterThan(clock.now());
+      }),
+  );
 });

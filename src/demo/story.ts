@@ -867,9 +867,11 @@ export function timeline(records: readonly LogRecord[], startedAt: number): stri
     if (record.type !== 'proxy') continue;
     const key = `${record.method} ${record.path} → ${String(record.status)}`;
     const at = Date.parse(record.time);
+    // A line with `repeats` stands for that many requests like the one before it (the log folds them).
+    const count = record.repeats ?? 1;
     const entry = proxied.get(key);
-    if (entry === undefined) proxied.set(key, { first: at, last: at, count: 1 });
-    else proxied.set(key, { ...entry, last: at, count: entry.count + 1 });
+    if (entry === undefined) proxied.set(key, { first: at, last: at, count });
+    else proxied.set(key, { ...entry, last: at, count: entry.count + count });
   }
   const lines: string[] = [];
   const printed = new Set<string>();

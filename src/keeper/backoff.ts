@@ -53,3 +53,17 @@ export function slowTierDelay(step: number, config: KeeperConfig, random: number
 export function demandGap(episodeElapsed: number, config: KeeperConfig): number {
   return Math.min(Math.max(config.probeMinInterval, episodeElapsed / 10), config.tickInterval);
 }
+
+/** First wait before a failed save of a token set is tried again; it doubles up to {@link SAVE_RETRY_MAX_MS}. */
+export const SAVE_RETRY_INITIAL_MS = 1000;
+export const SAVE_RETRY_MAX_MS = 60_000;
+
+/**
+ * Delay before the next try of a save that has failed `failures` times: 1 s
+ * doubling, capped at a minute — a full or read-only disk is often fixed by
+ * hand, and until a save lands the only copy of a rotated refresh token is in
+ * memory.
+ */
+export function saveRetryDelay(failures: number): number {
+  return Math.min(SAVE_RETRY_INITIAL_MS * 2 ** Math.min(failures - 1, 40), SAVE_RETRY_MAX_MS);
+}

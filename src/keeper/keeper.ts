@@ -2,9 +2,10 @@ import type { Clock, TimerHandle } from '../clock/clock.js';
 import type { KeeperConfig } from '../config/keeper-config.js';
 import { formatDuration } from '../config/duration.js';
 import { TetherError } from '../errors.js';
-import { demandGap, shortTierAllows, shortTierDelay, slowTierDelay } from './backoff.js';
+import { demandGap, saveRetryDelay, shortTierAllows, shortTierDelay, slowTierDelay } from './backoff.js';
 import { classifyFailure } from './classify.js';
 import type { Classification } from './failure.js';
+import { sharedPacer, type CatchUpPacer } from './pacer.js';
 import { preExpiryLead, tokenTimes } from './timing.js';
 import type {
   KeeperEvent,
@@ -115,10 +116,14 @@ const BAD_EXPIRES_IN: Classification = {
 /** Floor of the gap between a success and a refresh of the token it brought. */
 const MIN_REFRESH_GAP_MS = 1000;
 
+/** Triggers that reach every keeper of a process at the same moment: their attempts are paced. */
+const CATCH_UP: ReadonlySet<Trigger> = new Set<Trigger>(['startup', 'network', 'wake']);
+
 /** The keeper's state: each kind holds only its own data (STYLE.md §2). */
 type State =
   | { readonly kind: 'idle' }
-  | { readonly kind: 'fresh' }
+  /** `catchUpAt`: the monotonic time of the pacer's slot for a catch-up attempt that is due. */
+  | { readonly kind: 'fresh'; readonly catchUpAt?: number }
   | { readonly kind: 'refreshing'; readonly episode: Episode | undefined; readonly flight: Promise<void> }
   | { readonly kind: 'backoff'; readonly episode: Episode; readonly nextAttemptAt: number }
   | { readonly kind: 'unauthenticated'; readonly reason: string; readonly episode: Episode | undefined }
@@ -132,6 +137,20 @@ type State =
  * `getToken()` is the hot path: with a valid cached token it returns a
  * pre-resolved promise without I/O or awaiting. Without one, the request
  * becomes the *demand* trigger and waits a bounded time for that attempt.
+ *
+ * Catch-up attempts — on start with a stored token already due, on a wake,
+ * on a network change — come to every keeper of a process at the same
+ * moment, so the keepers sharing a clock share a {@link CatchUpPacer} that
+ * admits them at `max(5, 1% of the keepers)` per second. A lone keeper (the
+ * CLI's one workload per process) still tries at once, as DESIGN §3.2 point 7
+ * says; 10,000 keepers spread their catch-up over about 100 s. A paced
+ * attempt starts from the timer (as `schedule`, like a trigger that waited out
+ * its minimum gap). Urgent attempts are never paced: a request waiting for a
+ * token (demand), `tether refresh`, a token the resource server rejected.
+ *
+ * A save that fails (full disk, read-only directory) does not stop the
+ * keeper: the token is served from memory, and the save is retried on a
+ * backoff, and once more by `stop()`, until one lands.
  */
 export class TokenKeeper {
   readonly #clock: Clock;
@@ -145,13 +164,21 @@ export class TokenKeeper {
   #status: KeeperStatus = 'running';
   #statusReason = 'started';
   #timer: TimerHandle | undefined;
-  /** Aborts the attempt in flight; stop() and setTokens() use it, and the attempt then ends quietly. */
+  /** Aborts the attempt in flight (released when it ends); stop() and setTokens() use it, and the attempt then ends quietly. */
   #attemptAbort: AbortController | undefined;
+  readonly #pacer: CatchUpPacer;
   /** End of the last attempt on both time lines, so that gaps survive sleep and clock jumps. */
   #lastAttempt: { readonly wall: number; readonly mono: number } | undefined;
   #hintGiven = false;
   /** The last save in progress: saves are chained so they land in order. */
   #saving: Promise<void> = Promise.resolve();
+  /**
+   * The newest token set whose save failed, and the failed saves so far. The
+   * store still holds an older set — after a rotation, with a spent refresh
+   * token — so it is saved again until a save lands.
+   */
+  #unsaved: { readonly tokens: TokenSet; readonly failures: number } | undefined;
+  #saveRetry: TimerHandle | undefined;
   /**
    * The access token of the set the store last held as far as this keeper
    * knows (what it started from, saved, or adopted). A stored set that differs
@@ -167,6 +194,7 @@ export class TokenKeeper {
     this.#clock = options.clock;
     this.#config = options.config;
     this.#random = options.random ?? Math.random;
+    this.#pacer = sharedPacer(options.clock);
   }
 
   /** The state machine's current kind. */
@@ -192,6 +220,7 @@ export class TokenKeeper {
   async start(initial?: TokenSet): Promise<void> {
     if (this.#state.kind !== 'idle')
       throw new TetherError('ERR_KEEPER_STATE', `keeper cannot start from state ${this.#state.kind}`);
+    this.#pacer.join(this);
     const tokens = initial ?? (await this.#options.store.load());
     if (this.state !== 'idle') return; // stopped while loading
     if (tokens === undefined) {
@@ -206,15 +235,19 @@ export class TokenKeeper {
    * Stops quietly: timers cleared, the attempt in flight aborted, no status
    * written. Resolves once a save still in progress has landed (a refresh the
    * server already answered is saved: its old refresh token is spent), so
-   * that deleting the credentials afterwards is final.
+   * that deleting the credentials afterwards is final — and once a save that
+   * failed earlier has been tried again: memory is about to lose the only
+   * copy of its refresh token.
    */
   stop(): Promise<void> {
     if (this.#state.kind !== 'stopped') {
       this.#attemptAbort?.abort(STOPPED);
       this.#held = undefined;
+      this.#pacer.leave(this);
       this.#transition({ kind: 'stopped' });
+      this.#armSaveRetry(); // cleared: the retry below takes its place
     }
-    return this.#saving;
+    return this.#saving.then(() => this.#retrySave());
   }
 
   /**
@@ -250,8 +283,10 @@ export class TokenKeeper {
   /**
    * A trigger from outside: a network change, a wake from sleep, or a manual
    * `tether refresh`. Starts an attempt at once if the minimum gap and
-   * `Retry-After` allow it, else moves the next attempt to the earliest
-   * allowed moment. Resolves when the attempt it started (if any) ends.
+   * `Retry-After` allow it — a network change or a wake in the pacer's next
+   * slot, which is now unless many keepers share the process — else moves the
+   * next attempt to the earliest allowed moment. Resolves when the attempt it
+   * started (if any) ends.
    */
   trigger(trigger: 'network' | 'wake' | 'manual'): Promise<void> {
     if (trigger !== 'manual') this.#options.resetTransport?.();
@@ -285,13 +320,22 @@ export class TokenKeeper {
    * cannot drive a loop. A token already replaced is not refreshed again; a
    * keeper that is already failing keeps its backoff. Resolves when the
    * attempt (if any) ends; `getToken()` then answers from it.
+   *
+   * While refreshes fail, a rejected token is no longer served: every request
+   * would only earn another `401`. The keeper is then `auth_retrying`, and
+   * requests get the seconds until the next attempt (and may trigger one).
    */
   rejected(token: string): Promise<void> {
     const state = this.#state;
-    if (state.kind === 'refreshing') return state.flight;
-    if (state.kind !== 'fresh' || this.#held?.set.accessToken !== token) return Promise.resolve();
-    if (this.#waitBeforeAttempt(this.#config.probeMinInterval, undefined) > 0) return Promise.resolve();
-    return this.#startAttempt('rejected');
+    const distrust = (): void => {
+      this.#distrust(token);
+    };
+    if (state.kind === 'refreshing') return state.flight.then(distrust);
+    if (this.#held?.set.accessToken !== token) return Promise.resolve();
+    if (state.kind === 'backoff') this.#distrust(token);
+    else if (state.kind === 'fresh' && this.#waitBeforeAttempt(this.#config.probeMinInterval, undefined) <= 0)
+      return this.#startAttempt('rejected').then(distrust);
+    return Promise.resolve();
   }
 
   /** A point-in-time view for status files and `--json`. */
@@ -405,10 +449,22 @@ export class TokenKeeper {
 
   // ---- attempts -------------------------------------------------------------
 
-  /** Starts an attempt unless one is in flight (single flight). */
+  /**
+   * Starts an attempt unless one is in flight (single flight). A catch-up
+   * attempt waits for the pacer's slot if it is not free now: the state's
+   * timer is aimed at the slot instead.
+   */
   #startAttempt(trigger: Trigger): Promise<void> {
     const state = this.#state;
     if (state.kind === 'refreshing') return state.flight;
+    const wait = CATCH_UP.has(trigger) ? this.#pacer.reserve(this.#clock.monotonic()) : 0;
+    if (wait > 0) {
+      const slot = this.#clock.monotonic() + wait;
+      if (state.kind === 'fresh') this.#transition({ kind: 'fresh', catchUpAt: slot });
+      else if (state.kind === 'backoff' && slot < state.nextAttemptAt)
+        this.#transition({ ...state, nextAttemptAt: slot });
+      return Promise.resolve();
+    }
     const episode = state.kind === 'backoff' ? state.episode : undefined;
     const controller = new AbortController();
     this.#attemptAbort = controller;
@@ -428,15 +484,12 @@ export class TokenKeeper {
     const deadline = this.#clock.setTimeout(() => {
       controller.abort(DEADLINE);
     }, ATTEMPT_DEADLINE_MS);
-    const cut = new Promise<Outcome>((resolve) => {
-      signal.addEventListener(
-        'abort',
-        () => {
-          resolve({ kind: 'failure', verdict: ATTEMPT_TIMEOUT });
-        },
-        { once: true },
-      );
-    });
+    let cutOff: (outcome: Outcome) => void = () => undefined;
+    const cut = new Promise<Outcome>((resolve) => (cutOff = resolve));
+    const onAbort = (): void => {
+      cutOff({ kind: 'failure', verdict: ATTEMPT_TIMEOUT });
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
     const store = this.#options.store;
     const exchange = (): Promise<Outcome> => this.#exchange(signal);
     let outcome: Outcome;
@@ -446,7 +499,10 @@ export class TokenKeeper {
       // The lock could not be had (or a store call threw): no verdict on the credential.
       outcome = { kind: 'failure', verdict: classifyFailure(networkFailureFrom(error), this.#clock.now()) };
     } finally {
+      // Released now, not kept until the next attempt: ~1.6 KB per keeper (issue 5: 10,000 keepers).
       this.#clock.clearTimeout(deadline);
+      signal.removeEventListener('abort', onAbort);
+      if (this.#attemptAbort === controller) this.#attemptAbort = undefined;
     }
     if (aborted(signal) && signal.reason !== DEADLINE) return; // stopped or superseded: quietly
     this.#lastAttempt = { wall: this.#clock.now(), mono: this.#clock.monotonic() };
@@ -538,6 +594,9 @@ export class TokenKeeper {
     if (stored.accessToken === this.#lastKnownStored || stored.accessToken === held.set.accessToken) return 'none';
     this.#lastKnownStored = stored.accessToken;
     this.#held = this.#hold(stored);
+    // A set of ours whose save failed is older than this one: it must not overwrite it.
+    this.#unsaved = undefined;
+    this.#armSaveRetry();
     this.#emit({
       type: 'adopted',
       at: this.#clock.now(),
@@ -548,17 +607,98 @@ export class TokenKeeper {
 
   /** Saves one token set after any save still in progress, so that saves land in order. */
   #persist(tokens: TokenSet): Promise<void> {
-    const write = this.#saving
-      .then(async () => {
+    return this.#enqueue(async () => {
+      try {
         await this.#options.store.save(tokens);
-        this.#lastKnownStored = tokens.accessToken;
-      })
-      .catch((error: unknown) => {
-        // The in-memory token keeps serving; the failure is reported, not fatal.
-        this.#emit({ type: 'persist_failed', at: this.#clock.now(), detail: errorCode(error) });
+      } catch (error) {
+        this.#saveFailed(tokens, error);
+        return;
+      }
+      this.#saved(tokens);
+    });
+  }
+
+  /** Runs `write` (which never rejects) after any save still in progress. */
+  #enqueue(write: () => Promise<void>): Promise<void> {
+    const next = this.#saving.then(write);
+    this.#saving = next;
+    return next;
+  }
+
+  #saved(tokens: TokenSet): void {
+    this.#lastKnownStored = tokens.accessToken;
+    const unsaved = this.#unsaved;
+    if (unsaved === undefined) return;
+    this.#unsaved = undefined;
+    this.#armSaveRetry();
+    const saves = unsaved.failures === 1 ? 'save' : 'saves';
+    this.#emit({
+      type: 'persist_recovered',
+      at: this.#clock.now(),
+      detail: `after ${String(unsaved.failures)} failed ${saves}`,
+    });
+  }
+
+  /**
+   * The in-memory token keeps serving: a failed save is reported (once per
+   * token set; retries that fail are only counted), not fatal, and retried.
+   */
+  #saveFailed(tokens: TokenSet, error: unknown): void {
+    const prior = this.#unsaved;
+    if (prior?.tokens !== tokens)
+      this.#emit({ type: 'persist_failed', at: this.#clock.now(), detail: errorCode(error) });
+    this.#unsaved = { tokens, failures: (prior?.failures ?? 0) + 1 };
+    this.#armSaveRetry();
+  }
+
+  /** Arms the retry of a failed save, or clears it when there is none (or the keeper has stopped). */
+  #armSaveRetry(): void {
+    if (this.#saveRetry !== undefined) this.#clock.clearTimeout(this.#saveRetry);
+    this.#saveRetry = undefined;
+    const unsaved = this.#unsaved;
+    if (unsaved === undefined || this.#state.kind === 'stopped') return;
+    this.#saveRetry = this.#clock.setTimeout(() => {
+      this.#saveRetry = undefined;
+      void this.#retrySave();
+    }, saveRetryDelay(unsaved.failures));
+  }
+
+  /**
+   * Saves the set whose save failed once more. The DESIGN §5 protocol, under
+   * the credential's lock and in line with the other saves: re-read, and
+   * write only over the set this keeper last knew the store held. A set
+   * written since by another process (or `tether login`) is newer: it is left
+   * in place, and the next attempt adopts it.
+   */
+  #retrySave(): Promise<void> {
+    if (this.#unsaved === undefined) return Promise.resolve();
+    const store = this.#options.store;
+    const retry = (): Promise<void> =>
+      this.#enqueue(async () => {
+        const unsaved = this.#unsaved;
+        if (unsaved === undefined) return; // a later save landed meanwhile
+        try {
+          const stored = await store.load();
+          if (this.#unsaved !== unsaved) return; // adopted or saved meanwhile
+          if (stored?.accessToken === unsaved.tokens.accessToken) {
+            this.#saved(unsaved.tokens); // the failed save had landed after all
+          } else if (stored?.accessToken !== this.#lastKnownStored) {
+            this.#unsaved = undefined;
+            this.#armSaveRetry();
+          } else {
+            await store.save(unsaved.tokens);
+            this.#saved(unsaved.tokens);
+          }
+        } catch (error) {
+          this.#saveFailed(unsaved.tokens, error);
+        }
       });
-    this.#saving = write;
-    return write;
+    // Only the store's own timeout ends a wait for the lock: a stop tries once more anyway.
+    const locked = store.exclusive?.(retry, new AbortController().signal);
+    return (locked ?? retry()).catch((error: unknown) => {
+      // The lock could not be had: the save waits for the next retry.
+      if (this.#unsaved !== undefined) this.#saveFailed(this.#unsaved.tokens, error);
+    });
   }
 
   #fail(attempt: AttemptFields, verdict: Classification, prior: Episode | undefined): void {
@@ -664,11 +804,32 @@ export class TokenKeeper {
     if (this.#refreshDueIn() <= 0) void this.#startAttempt(trigger);
   }
 
-  /** Ms until the held token's refresh may start: its refresh point, and the gap after the last attempt. */
+  /**
+   * Ms until the held token's refresh may start: its refresh point, the gap
+   * after the last attempt, and the pacer's slot if it waits for one.
+   */
   #refreshDueIn(): number {
+    const state = this.#state;
     const refreshAt = this.#held?.refreshAt ?? Infinity;
     const gap = Math.max(this.#config.probeMinInterval, MIN_REFRESH_GAP_MS);
-    return Math.max(refreshAt - this.#clock.now(), this.#waitBeforeAttempt(gap, undefined));
+    const slot =
+      state.kind === 'fresh' && state.catchUpAt !== undefined ? state.catchUpAt - this.#clock.monotonic() : 0;
+    return Math.max(refreshAt - this.#clock.now(), this.#waitBeforeAttempt(gap, undefined), slot);
+  }
+
+  /**
+   * Stops serving `token`, which the resource server rejected, if it is still
+   * the one held while refreshes fail: it counts as expired for sending from
+   * now on, so the status turns to `auth_retrying` and requests are told when
+   * the next attempt comes instead of being sent to earn another `401`.
+   */
+  #distrust(token: string): void {
+    const state = this.#state;
+    const held = this.#held;
+    const now = this.#clock.now();
+    if (state.kind !== 'backoff' || held?.set.accessToken !== token || !(now < held.sendExpiresAt)) return;
+    this.#held = { ...held, sendExpiresAt: now };
+    this.#transition(state);
   }
 
   // ---- transitions, timers, status ------------------------------------------

@@ -5,15 +5,22 @@
 
 /** Fraction of the lifetime after which a token is refreshed early. */
 export const EARLY_REFRESH_FRACTION = 0.75;
-/** Total width of the random spread around the early-refresh point, as a fraction of the lifetime. */
-export const EARLY_REFRESH_SPREAD = 0.1;
+/**
+ * Total width of the random spread around the early-refresh point, as a
+ * fraction of the lifetime: 65%–85%, so that keepers whose tokens were issued
+ * together refresh over a fifth of the lifetime (12 minutes for 1-hour
+ * tokens). The latest point, 85%, stays clear of the expired-for-sending
+ * point (90% at the earliest), so a failed early refresh always has a valid
+ * token to serve while it retries (§3.2 point 4).
+ */
+export const EARLY_REFRESH_SPREAD = 0.2;
 /** A token stops being sent `min(60 s, 10% of its lifetime)` before its real expiry. */
 export const SEND_MARGIN_MAX_MS = 60_000;
 export const SEND_MARGIN_FRACTION = 0.1;
 
 /** The two points in a token's life that the keeper acts on. */
 export interface TokenTimes {
-  /** When to start the early refresh (75% of the lifetime, spread ±5%). */
+  /** When to start the early refresh (75% of the lifetime, spread ±10%). */
   readonly refreshAt: number;
   /** From this moment on the token counts as expired and is not sent. */
   readonly sendExpiresAt: number;

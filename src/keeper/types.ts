@@ -91,6 +91,8 @@ export type KeeperEvent =
   | { readonly type: 'status'; readonly at: number; readonly status: KeeperStatus; readonly reason: string }
   | { readonly type: 'adopted'; readonly at: number; readonly detail: string }
   | { readonly type: 'persist_failed'; readonly at: number; readonly detail: string }
+  /** A save landed after failed ones: the store holds the tokens in use again (`detail`: after how many). */
+  | { readonly type: 'persist_recovered'; readonly at: number; readonly detail: string }
   | { readonly type: 'hint'; readonly at: number; readonly code: 'stale_registration'; readonly message: string };
 
 /** A point-in-time view of the keeper, for status files and `--json`. */

@@ -1,6 +1,6 @@
-import { appendFile, mkdir, open, rename, stat } from 'node:fs/promises';
+import { appendFile, mkdir, open, rename, stat, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import type { Clock } from '../clock/clock.js';
+import type { Clock, TimerHandle } from '../clock/clock.js';
 import type { KeeperEvent } from '../keeper/types.js';
 import { hasCode, readIfExists } from '../store/files.js';
 import type { WorkloadFiles } from './files.js';
@@ -23,6 +23,8 @@ export type LogRecord =
       readonly path: string;
       readonly status: number;
       readonly durationMs: number;
+      /** On a line that closes a {@link ProxyFailureLog} window: how many failures like it were folded into it. */
+      readonly repeats?: number;
     };
 
 /** A keeper event with its times as ISO 8601 (distributes over the union). */
@@ -43,32 +45,107 @@ export function keeperRecord(event: KeeperEvent): LogRecord {
 
 /** Default size at which the log starts a new part (the previous part is kept as `.1`). */
 export const EVENT_LOG_MAX_BYTES = 1024 * 1024;
+/** Default number of lines kept in memory while the log cannot be written; beyond it the oldest are dropped. */
+export const EVENT_LOG_MAX_PENDING = 1000;
+/** Default wait after a failed write before the kept lines are tried again (they also go with the next append). */
+export const EVENT_LOG_RETRY_MS = 5_000;
 
-/** The append side of a workload's event log: lines land in order; a full part is rotated. */
+/** Options of {@link EventLog}. */
+export interface EventLogOptions {
+  readonly maxBytes?: number;
+  readonly maxPending?: number;
+  readonly retryMs?: number;
+}
+
+/**
+ * The append side of a workload's event log: lines land in order; a full
+ * part is rotated. A line that cannot be written (a full disk) is kept in
+ * memory and written, still in order, with the next append or on a retry —
+ * the log must never stop the workload, nor silently lose why its store went
+ * stale. At most `maxPending` lines are kept: the oldest beyond it are
+ * dropped, and a `log_lines_lost` line says how many.
+ */
 export class EventLog {
   readonly #file: string;
+  readonly #clock: Clock;
   readonly #maxBytes: number;
+  readonly #maxPending: number;
+  readonly #retryMs: number;
+  /** Records not written yet, oldest first. */
+  readonly #pending: LogRecord[] = [];
+  /** Records dropped from {@link #pending}, and the time of the last one. */
+  #lost: { count: number; time: string } | undefined;
+  #retry: TimerHandle | undefined;
   #writing: Promise<void> = Promise.resolve();
   #size: number | undefined;
 
-  constructor(files: WorkloadFiles, maxBytes = EVENT_LOG_MAX_BYTES) {
+  constructor(files: WorkloadFiles, clock: Clock, options: EventLogOptions = {}) {
     this.#file = files.events;
-    this.#maxBytes = maxBytes;
+    this.#clock = clock;
+    this.#maxBytes = options.maxBytes ?? EVENT_LOG_MAX_BYTES;
+    this.#maxPending = options.maxPending ?? EVENT_LOG_MAX_PENDING;
+    this.#retryMs = options.retryMs ?? EVENT_LOG_RETRY_MS;
   }
 
-  /** Appends one record; a write that fails is dropped (the log must never stop the workload). */
+  /** Appends one record, after any kept from a write that failed. Never rejects. */
   append(record: LogRecord): Promise<void> {
-    const line = `${JSON.stringify(record)}\n`;
-    this.#writing = this.#writing.then(() => this.#write(line)).catch(() => undefined);
-    return this.#writing;
+    this.#pending.push(record);
+    this.#bound();
+    return this.#flush();
   }
 
-  /** Resolves once every line appended so far is written. */
+  /** Resolves once every line appended so far is written, or kept after a write that failed. */
   flushed(): Promise<void> {
     return this.#writing;
   }
 
-  async #write(line: string): Promise<void> {
+  #flush(): Promise<void> {
+    this.#writing = this.#writing.then(() => this.#writePending());
+    return this.#writing;
+  }
+
+  /** Writes the kept records one line at a time (so parts rotate at their size), until done or a write fails. */
+  async #writePending(): Promise<void> {
+    for (;;) {
+      const lost = this.#lost;
+      this.#lost = undefined;
+      const record = lost === undefined ? this.#pending.shift() : lostRecord(lost);
+      if (record === undefined) break;
+      try {
+        await this.#write(`${JSON.stringify(record)}\n`);
+      } catch {
+        // Kept in front of what came meanwhile; tried again with the next append or on the retry.
+        if (lost === undefined) this.#pending.unshift(record);
+        else this.#countLost(lost.count, lost.time);
+        this.#bound();
+        this.#retry ??= this.#clock.setTimeout(() => {
+          this.#retry = undefined;
+          void this.#flush();
+        }, this.#retryMs);
+        return;
+      }
+    }
+    if (this.#retry !== undefined) this.#clock.clearTimeout(this.#retry);
+    this.#retry = undefined;
+  }
+
+  /** Drops the oldest kept records beyond the bound, counting them. */
+  #bound(): void {
+    while (this.#pending.length > this.#maxPending) {
+      const dropped = this.#pending.shift();
+      if (dropped !== undefined) this.#countLost(1, dropped.time);
+    }
+  }
+
+  #countLost(count: number, time: string): void {
+    const before = this.#lost;
+    this.#lost = {
+      count: (before?.count ?? 0) + count,
+      time: before !== undefined && before.time > time ? before.time : time,
+    };
+  }
+
+  async #write(text: string): Promise<void> {
     if (this.#size === undefined) {
       await mkdir(path.dirname(this.#file), { recursive: true, mode: 0o700 });
       this.#size = await stat(this.#file).then(
@@ -76,12 +153,89 @@ export class EventLog {
         () => 0,
       );
     }
-    if (this.#size > 0 && this.#size + Buffer.byteLength(line) > this.#maxBytes) {
+    if (this.#size > 0 && this.#size + Buffer.byteLength(text) > this.#maxBytes) {
       await rename(this.#file, `${this.#file}.1`);
       this.#size = 0;
     }
-    await appendFile(this.#file, line, { mode: 0o600 });
-    this.#size += Buffer.byteLength(line);
+    try {
+      await appendFile(this.#file, text, { mode: 0o600 });
+    } catch (error) {
+      // A full disk may have taken part of the text: cut it off, so the retry does not land after half a line.
+      await truncate(this.#file, this.#size).catch(() => undefined);
+      this.#size = undefined; // read again before the next write
+      throw error;
+    }
+    this.#size += Buffer.byteLength(text);
+  }
+}
+
+/** The line that stands for records dropped while the log could not be written. */
+function lostRecord(lost: { readonly count: number; readonly time: string }): LogRecord {
+  return {
+    time: lost.time,
+    type: 'workload',
+    event: 'log_lines_lost',
+    message: `${String(lost.count)} lines lost: the event log could not be written for a while`,
+  };
+}
+
+/** A failed request of the local endpoint, as the event log holds it. */
+export type ProxyRecord = Extract<LogRecord, { type: 'proxy' }>;
+
+/** Default window in which identical failed requests are folded into one line. */
+export const PROXY_REPEAT_WINDOW_MS = 60_000;
+
+/**
+ * Folds identical failed requests (method, path, status) so that a client
+ * retrying against a `503` does not write a line per request: the first is
+ * written at once, then one line per window with how many more there were,
+ * for as long as they go on.
+ */
+export class ProxyFailureLog {
+  readonly #clock: Clock;
+  readonly #write: (record: ProxyRecord) => void;
+  readonly #windowMs: number;
+  readonly #windows = new Map<string, { repeats: number; last: ProxyRecord; timer: TimerHandle }>();
+
+  constructor(clock: Clock, write: (record: ProxyRecord) => void, windowMs = PROXY_REPEAT_WINDOW_MS) {
+    this.#clock = clock;
+    this.#write = write;
+    this.#windowMs = windowMs;
+  }
+
+  observe(record: ProxyRecord): void {
+    const key = `${record.method} ${record.path} ${String(record.status)}`;
+    const window = this.#windows.get(key);
+    if (window !== undefined) {
+      window.repeats += 1;
+      window.last = record;
+      return;
+    }
+    this.#write(record);
+    this.#windows.set(key, { repeats: 0, last: record, timer: this.#arm(key) });
+  }
+
+  /** Writes the counts still open (the workload stops). */
+  flush(): void {
+    for (const key of [...this.#windows.keys()]) this.#close(key, true);
+  }
+
+  #arm(key: string): TimerHandle {
+    return this.#clock.setTimeout(() => {
+      this.#close(key, false);
+    }, this.#windowMs);
+  }
+
+  /** Ends a window: its count is written; a window that had repeats opens the next, one without ends. */
+  #close(key: string, final: boolean): void {
+    const window = this.#windows.get(key);
+    if (window === undefined) return;
+    this.#clock.clearTimeout(window.timer);
+    if (window.repeats > 0) this.#write({ ...window.last, time: iso(this.#clock.now()), repeats: window.repeats });
+    if (window.repeats > 0 && !final) {
+      window.repeats = 0;
+      window.timer = this.#arm(key);
+    } else this.#windows.delete(key);
   }
 }
 
@@ -184,11 +338,15 @@ function describeRecord(record: LogRecord): string {
       return `adopted tokens: ${record.detail}`;
     case 'persist_failed':
       return `could not save the refreshed tokens (${record.detail}); serving them from memory`;
+    case 'persist_recovered':
+      return `saved the tokens in use again (${record.detail})`;
     case 'hint':
       return `hint: ${record.message}`;
     case 'workload':
       return `${record.event}: ${record.message}`;
-    case 'proxy':
-      return `proxy ${record.method} ${record.path} → ${String(record.status)} (${String(Math.round(record.durationMs))} ms)`;
+    case 'proxy': {
+      const more = record.repeats === undefined ? '' : `, and ${String(record.repeats)} more like it`;
+      return `proxy ${record.method} ${record.path} → ${String(record.status)} (${String(Math.round(record.durationMs))} ms)${more}`;
+    }
   }
 }

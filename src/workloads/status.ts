@@ -55,6 +55,19 @@ export function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
 
+/**
+ * A URL as workloads write it (status file, event log): the values of its
+ * query and a password replaced, since a remote may carry a secret there
+ * (`?api_key=…`). Requests use the real URL.
+ */
+export function redactUrl(href: string): string {
+  if (!URL.canParse(href)) return href.replace(/[?#].*$/s, '');
+  const url = new URL(href);
+  if (url.password !== '') url.password = 'redacted';
+  for (const key of new Set(url.searchParams.keys())) url.searchParams.set(key, 'redacted');
+  return url.href;
+}
+
 /** The status fields the keeper decides, from its snapshot. */
 export function keeperFields(snapshot: KeeperSnapshot): Pick<WorkloadStatus, 'refresh' | 'token'> {
   const { refresh, token } = snapshot;

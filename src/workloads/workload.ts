@@ -13,15 +13,23 @@ import { type RunningProxy, startProxy } from '../proxy/proxy.js';
 import { hasCode } from '../store/files.js';
 import type { CredentialStore } from '../store/store.js';
 import { startControlServer } from './control.js';
-import { EventLog, formatRecord, keeperRecord, type LogRecord } from './events.js';
+import { EventLog, formatRecord, keeperRecord, type LogRecord, ProxyFailureLog } from './events.js';
 import { WorkloadFiles } from './files.js';
 import { WorkloadMetrics } from './metrics.js';
 import { userClient } from './setup.js';
 import { loadSpec, saveSpec, type WorkloadSpec } from './spec.js';
-import { iso, keeperFields, type WorkloadStatus, type WorkloadStatusKind, writeStatus } from './status.js';
+import { iso, keeperFields, redactUrl, type WorkloadStatus, type WorkloadStatusKind, writeStatus } from './status.js';
 
 /** How many recent events the live status carries (`tether status`). */
 const RECENT_EVENTS = 30;
+
+/**
+ * How long a start waits for the verdict on the stored credentials when the
+ * keeper refreshes them at once (`startup`): well within the time `tether
+ * start` waits for the workload to serve, longer than a distant token
+ * endpoint takes to answer.
+ */
+export const STARTUP_VERDICT_WAIT_MS = 5_000;
 
 /** Options of {@link serveWorkload}. */
 export interface ServeOptions {
@@ -68,7 +76,10 @@ async function loadClient(
  * stored credentials, the local MCP endpoint, the control channel, the
  * network and wake detectors, the status file and the event log. Needs
  * neither the network nor a person to start: everything comes from the
- * store. Resolves once the endpoint serves.
+ * store. Resolves once the endpoint serves and — when the stored token is due
+ * and refreshed at once — the server's verdict on it is in, or
+ * {@link STARTUP_VERDICT_WAIT_MS} has passed: until then the status is
+ * `starting`, never `running` on a credential that may be spent.
  */
 export async function serveWorkload(options: ServeOptions): Promise<RunningWorkload> {
   const { store, name, env } = options;
@@ -79,7 +90,7 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
     throw new TetherError('ERR_NO_WORKLOAD', `there is no workload named ${name}; see \`tether list --all\``);
   }
   let spec = loaded;
-  const log = new EventLog(files);
+  const log = new EventLog(files, clock);
   const metrics = new WorkloadMetrics();
   const recent: LogRecord[] = [];
   const record = (entry: LogRecord): void => {
@@ -92,6 +103,7 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
   const note = (event: string, message: string): void => {
     record({ time: iso(clock.now()), type: 'workload', event, message });
   };
+  const proxyFailures = new ProxyFailureLog(clock, record);
 
   let kind: WorkloadStatusKind = 'starting';
   let reason = 'starting';
@@ -100,7 +112,7 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
   let keeper: TokenKeeper | undefined;
   const compose = (): WorkloadStatus => ({
     name,
-    remoteUrl: spec.remoteUrl,
+    remoteUrl: redactUrl(spec.remoteUrl), // what is written; requests use the real one
     ...(proxy !== undefined && { proxyUrl: proxy.url, port: proxy.port }),
     // Only a live process has a pid here: a stopped or failed one is not to be signalled or waited for.
     ...(kind !== 'stopped' && kind !== 'error' && { pid: process.pid }),
@@ -125,10 +137,16 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
   };
 
   await setStatus('starting', 'starting');
-  note('starting', `pid ${String(process.pid)}, remote ${spec.remoteUrl}`);
+  note('starting', `pid ${String(process.pid)}, remote ${redactUrl(spec.remoteUrl)}`);
   const http = new HttpClient({ clock });
   const watchers: Watcher[] = [];
   let control: http.Server | undefined;
+  /**
+   * Whether the keeper's status is the workload's: not until the endpoint
+   * serves and the verdict on the stored credentials is in (`starting`),
+   * nor once it stops.
+   */
+  let serving = false;
   try {
     let refresh: RefreshFunction = createRefreshFunction({
       http,
@@ -141,7 +159,9 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
       config: keeperConfigFromEnv(env),
       refresh: (refreshToken, signal) => refresh(refreshToken, signal),
       store: store.keeperStore(name),
-      status: (status, why) => void setStatus(status, why),
+      status: (status, why) => {
+        if (serving) void setStatus(status, why);
+      },
       dynamicClient: spec.client.kind === 'dynamic',
       name,
       resetTransport: () => {
@@ -155,6 +175,7 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
       if (event.type !== 'status') void publish(); // a status event is published by the sink
     });
     await running.start();
+    const startupAttempt = attemptEnded(running);
 
     proxy = await startProxy({
       remoteUrl: new URL(spec.remoteUrl),
@@ -166,7 +187,7 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
       onRequest: (request) => {
         metrics.request(request.status);
         if (request.status >= 400 || !request.upstream) {
-          record({ time: iso(clock.now()), type: 'proxy', ...request });
+          proxyFailures.observe({ time: iso(clock.now()), type: 'proxy', ...request });
         }
       },
     }).catch((error: unknown) => {
@@ -210,14 +231,33 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
       watchNetwork({ clock, onChange: () => void running.trigger('network') }),
       watchWake({ clock, onWake: () => void running.trigger('wake') }),
     );
-    await setStatus(running.status, running.snapshot().statusReason || 'serving');
-    note('serving', `${proxy.url} → ${spec.remoteUrl}`);
+    // Not `running` on a credential the keeper is still refreshing: a refresh token spent by a process
+    // killed inside a rotation is known lost only once the server answers. `tether start` waits for this.
+    if (running.state === 'refreshing') await setStatus('starting', 'serving; refreshing the stored credentials');
+    const verdict = await settlesWithin(clock, startupAttempt, STARTUP_VERDICT_WAIT_MS);
+    serving = true;
+    const publishKeeperStatus = (): Promise<void> =>
+      running.state === 'refreshing' && running.peekToken() === undefined
+        ? setStatus(
+            'auth_retrying',
+            `no valid token yet: the refresh of the stored credentials has not answered within ${String(STARTUP_VERDICT_WAIT_MS / 1000)}s`,
+          )
+        : setStatus(running.status, running.snapshot().statusReason || 'serving');
+    await publishKeeperStatus();
+    if (!verdict) {
+      void startupAttempt.then(() => {
+        if (serving) void publishKeeperStatus();
+      });
+    }
+    note('serving', `${proxy.url} → ${redactUrl(spec.remoteUrl)}`);
     return {
       proxyUrl: proxy.url,
       async stop() {
+        serving = false;
         await setStatus('stopping', 'stopping');
         note('stopping', 'stop requested');
         await shutdown();
+        proxyFailures.flush();
         await setStatus('stopped', 'stopped');
         note('stopped', 'stopped');
         await log.flushed();
@@ -251,4 +291,32 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
     });
     await http.close();
   }
+}
+
+/**
+ * Resolves when the keeper's attempt in flight ends — once its outcome is
+ * applied, status included — or at once when none is.
+ */
+function attemptEnded(keeper: TokenKeeper): Promise<void> {
+  if (keeper.state !== 'refreshing') return Promise.resolve();
+  return new Promise((resolve) => {
+    const subscription = keeper.on((event) => {
+      if (event.type !== 'state' || event.from !== 'refreshing') return;
+      subscription.dispose();
+      resolve(); // awaiters run after this turn of the keeper's, in which it also reports the status
+    });
+  });
+}
+
+/** Whether `promise` settles within `ms`. */
+function settlesWithin(clock: Clock, promise: Promise<void>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = clock.setTimeout(() => {
+      resolve(false);
+    }, ms);
+    void promise.then(() => {
+      clock.clearTimeout(timer);
+      resolve(true);
+    });
+  });
 }

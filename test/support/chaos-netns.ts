@@ -33,14 +33,36 @@ import { isAlive, waitFor } from './e2e-harness.js';
 /** The variable that opts in. */
 export const NETNS_OPT_IN = 'TETHER_CHAOS_NETNS';
 
-/** Why the network-namespace test cannot run here, or `undefined` when it can. */
+/**
+ * Why the network-namespace test cannot run here, or `undefined` when it can.
+ * Opted in (CI as root sets the flag), it still skips — with the reason —
+ * where a throwaway namespace cannot be made to hold a veth pair and a DROP
+ * rule (a container without CAP_NET_ADMIN, a kernel without veth or
+ * netfilter): everything the probe makes lives in that namespace, which is
+ * deleted before this returns.
+ */
 export function netnsSkipReason(): string | undefined {
   if (process.env[NETNS_OPT_IN] !== '1') return `opt-in: set ${NETNS_OPT_IN}=1 (needs root, Linux, ip, iptables)`;
   if (process.platform !== 'linux') return 'network namespaces are Linux-only';
   if (!IS_ROOT) return 'creating a network namespace and a veth pair needs root';
   const missing = ['ip', 'iptables'].filter((tool) => !onPath(tool));
   if (missing.length > 0) return `${missing.join(' and ')} not found on the PATH`;
-  return undefined;
+  const ns = `tether-probe-${String(process.pid % 100_000)}`;
+  const created = command('ip', ['netns', 'add', ns]);
+  if (!created.ok) return `cannot create a network namespace here: ${created.stderr.trim()}`;
+  try {
+    const steps: [string, string[]][] = [
+      ['a veth pair', ['ip', 'link', 'add', 'tcxprobea', 'type', 'veth', 'peer', 'name', 'tcxprobeb']],
+      ['an iptables DROP rule', ['iptables', '-I', 'INPUT', '-p', 'tcp', '--dport', '9', '-j', 'DROP']],
+    ];
+    for (const [what, args] of steps) {
+      const done = command('ip', ['netns', 'exec', ns, ...args]);
+      if (!done.ok) return `cannot add ${what} in a network namespace here: ${done.stderr.trim()}`;
+    }
+    return undefined;
+  } finally {
+    command('ip', ['netns', 'del', ns]); // takes the veth pair and the rule with it
+  }
 }
 
 /** A loopback remote whose token endpoint is behind a veth pair and a packet filter. */
