@@ -6,6 +6,7 @@ import { CredentialStore } from '../store/store.js';
 import { controlRequest } from '../workloads/control.js';
 import { followEvents, formatRecord, readEvents } from '../workloads/events.js';
 import { WorkloadFiles } from '../workloads/files.js';
+import { noSuchWorkload } from '../workloads/lookup.js';
 import { renderTimeline } from '../workloads/timeline.js';
 import { spawnWorkload, stopWorkloadProcess, waitUntilServing } from '../workloads/process.js';
 import { clientFor, login, type LoginChoice } from '../workloads/setup.js';
@@ -23,12 +24,7 @@ export async function openWorkload(
   const store = await CredentialStore.open({ env: io.env });
   const files = new WorkloadFiles(store.dir, name);
   const spec = await loadSpec(store, name);
-  if (spec === undefined) {
-    throw new TetherError(
-      'ERR_NO_WORKLOAD',
-      `there is no workload named ${name}; \`tether list --all\` shows them, \`tether run URL --name ${name}\` creates it`,
-    );
-  }
+  if (spec === undefined) throw noSuchWorkload(name);
   return { store, files, spec };
 }
 

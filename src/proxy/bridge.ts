@@ -11,45 +11,33 @@
  *   the endpoint answers `404` for the session (it expired), it starts a new
  *   one with them, swallows the answer to that replayed `initialize`, and
  *   sends the message that failed again;
- * - it reconnects a dropped `GET` event stream (the SDK transport does, with
- *   the backoff below), and starts a new session when that stream's session
- *   has ended;
+ * - it reconnects a dropped `GET` event stream with the backoff below (and
+ *   resumes a request's dropped answer stream from its `Last-Event-ID` when
+ *   the server numbers its events), and starts a new session when a stream's
+ *   session has ended;
  * - a request it cannot deliver — tether has no token (`503`), nothing
- *   listens, the session ended while the request was in flight — gets a
- *   JSON-RPC error with the same id, whose message says what to do, instead of
- *   no answer at all.
+ *   listens, the session ended while the request was in flight, the server
+ *   ended the request's stream without answering — gets a JSON-RPC error with
+ *   the same id, whose message says what to do, instead of no answer at all.
  *
  * stdout carries only the protocol; diagnostics go to `log` (stderr).
  *
- * @see https://modelcontextprotocol.io/specification/2025-06-18/basic/transports#session-management
+ * It is a program's first moments (a stdio client waits for them) and sits
+ * on every call, so it is lean: messages are checked for the few fields it
+ * routes by and forwarded as the text they came as; HTTP is Node's own client
+ * with a keep-alive agent (undici's import alone would cost more than the
+ * whole start-up budget).
+ *
+ * @see https://modelcontextprotocol.io/specification/2025-06-18/basic/transports#streamable-http
  */
+import http from 'node:http';
 import type { Readable, Writable } from 'node:stream';
-import {
-  StreamableHTTPClientTransport,
-  StreamableHTTPError,
-  type StreamableHTTPReconnectionOptions,
-} from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
-import {
-  InitializeResultSchema,
-  isInitializedNotification,
-  isInitializeRequest,
-  isJSONRPCErrorResponse,
-  isJSONRPCNotification,
-  isJSONRPCRequest,
-  isJSONRPCResultResponse,
-  type JSONRPCErrorResponse,
-  type JSONRPCMessage,
-  type JSONRPCNotification,
-  type JSONRPCRequest,
-  type JSONRPCResultResponse,
-  type RequestId,
-} from '@modelcontextprotocol/sdk/types.js';
+import { StringDecoder } from 'node:string_decoder';
 import type { Clock, TimerHandle } from '../clock/clock.js';
 import { systemClock } from '../clock/system.js';
 import { quoteUntrusted, TetherError } from '../errors.js';
 import { parseRetryAfter } from '../keeper/retry-after.js';
+import { EventStreamParser, type ServerSentEvent } from './event-stream.js';
 
 /** What {@link runStdioBridge} needs. */
 export interface BridgeOptions {
@@ -61,7 +49,7 @@ export interface BridgeOptions {
   readonly stdout?: Writable;
   /** Diagnostics, one line each, without a trailing newline; default: stderr, prefixed `tether connect: `. */
   readonly log?: (line: string) => void;
-  /** Bounds the wait for a replayed `initialize` and for the final `DELETE`; default {@link systemClock}. */
+  /** Times the event streams' reconnections and bounds the bridge's own requests and the final `DELETE`; default {@link systemClock}. */
   readonly clock?: Clock;
   /** Ends the bridge as if stdin had closed. */
   readonly signal?: AbortSignal;
@@ -81,7 +69,8 @@ export const BRIDGE_ERROR_CODE = -32050;
  * - `ERR_SESSION_LOST`: the MCP session ended and no new one could be started,
  *   or it ended while the request was in flight (which may or may not have
  *   been carried out);
- * - `ERR_UPSTREAM`: anything else — nothing listens at the URL, an HTTP error.
+ * - `ERR_UPSTREAM`: anything else — nothing listens at the URL, an HTTP error,
+ *   the server ended the request's stream without answering it.
  */
 export type BridgeErrorCode = 'ERR_UPSTREAM_UNAVAILABLE' | 'ERR_SESSION_LOST' | 'ERR_UPSTREAM';
 
@@ -97,22 +86,18 @@ export interface BridgeErrorData {
 }
 
 /**
- * Reconnecting a dropped `GET` stream: 1 s growing ×1.5 to 30 s, for about
- * two hours — long enough to ride out an outage of the token refresh (the
- * proxy answers `503` meanwhile), bounded so that a server that keeps
- * dropping the stream at once is not hammered forever.
+ * Reopening an event stream: 1 s after it ended (or the server's `retry`),
+ * growing ×1.5 per failed attempt to 30 s, for 250 attempts — about two
+ * hours, long enough to ride out an outage of the token refresh (the proxy
+ * answers `503` meanwhile), bounded so that a server that keeps refusing is
+ * not asked forever.
  */
-const RECONNECTION: StreamableHTTPReconnectionOptions = {
-  initialReconnectionDelay: 1_000,
-  maxReconnectionDelay: 30_000,
-  reconnectionDelayGrowFactor: 1.5,
-  maxRetries: 250,
-};
-/** The replayed `initialize` is the bridge's own request: nobody else would time it out. */
-const REINITIALIZE_TIMEOUT_MS = 30_000;
+const RECONNECT = { firstMs: 1_000, growth: 1.5, maxMs: 30_000, attempts: 250 } as const;
+/** The bridge's own requests (a replayed `initialize`, a `ping`): nobody else would time them out. */
+const OWN_REQUEST_TIMEOUT_MS = 30_000;
 /** The `DELETE` that ends the session when stdin closes is a courtesy; exiting must not wait on it for long. */
 const TERMINATE_TIMEOUT_MS = 2_000;
-/** How much of a `502`/`503` body is read for its explanation. */
+/** How much of an error answer's body is read for its explanation. */
 const BODY_LIMIT_BYTES = 4_096;
 
 /**
@@ -123,6 +108,67 @@ const BODY_LIMIT_BYTES = 4_096;
  */
 export async function runStdioBridge(options: BridgeOptions): Promise<void> {
   await new StdioBridge(options).run();
+}
+
+type RequestId = string | number;
+type JsonObject = Record<string, unknown>;
+
+/**
+ * A JSON-RPC 2.0 message, with what the bridge routes it by, and its JSON
+ * text (forwarded as it came, without serialising it again).
+ */
+type Message =
+  | {
+      readonly kind: 'request';
+      readonly id: RequestId;
+      readonly method: string;
+      readonly json: JsonObject;
+      readonly text: string;
+    }
+  | { readonly kind: 'notification'; readonly method: string; readonly json: JsonObject; readonly text: string }
+  /** A result or an error; an error about an unreadable request may come without an id. */
+  | { readonly kind: 'response'; readonly id: RequestId | undefined; readonly json: JsonObject; readonly text: string };
+
+type Request = Extract<Message, { kind: 'request' }>;
+type Response = Extract<Message, { kind: 'response' }>;
+
+/** `value` as a JSON-RPC 2.0 message, or `undefined` when it is not one; `text` is its JSON. */
+function messageOf(value: unknown, text: string): Message | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const json = value as JsonObject;
+  if (json['jsonrpc'] !== '2.0') return undefined;
+  const { id, method } = json;
+  const hasId = typeof id === 'string' || typeof id === 'number';
+  if (typeof method === 'string') {
+    if (hasId) return { kind: 'request', id, method, json, text };
+    return id === undefined ? { kind: 'notification', method, json, text } : undefined;
+  }
+  if ('result' in json && hasId) return { kind: 'response', id, json, text };
+  if (typeof json['error'] === 'object' && json['error'] !== null && (hasId || id === undefined || id === null)) {
+    return { kind: 'response', id: hasId ? id : undefined, json, text };
+  }
+  return undefined;
+}
+
+/** A message from JSON text, or `undefined` when it is not JSON or not a JSON-RPC 2.0 message. */
+function parseMessage(text: string): Message | undefined {
+  try {
+    return messageOf(JSON.parse(text), text);
+  } catch {
+    return undefined;
+  }
+}
+
+function isInitialize(message: Message): message is Request {
+  return message.kind === 'request' && message.method === 'initialize';
+}
+
+/** The protocol version an `initialize` result agreed on. */
+function protocolVersionOf(response: Response): string | undefined {
+  const result = response.json['result'];
+  if (typeof result !== 'object' || result === null) return undefined;
+  const version = (result as JsonObject)['protocolVersion'];
+  return typeof version === 'string' ? version : undefined;
 }
 
 /** A failure the bridge explains to the client; `data` goes into the error response. */
@@ -136,24 +182,37 @@ class BridgeFailure extends TetherError {
   }
 }
 
-/** One upstream MCP session: its own transport (and so its own `Mcp-Session-Id`). */
+/** One upstream MCP session. */
 class Session {
-  readonly transport: StreamableHTTPClientTransport;
+  /** `Mcp-Session-Id`, once the server has given one. */
+  id: string | undefined;
+  /** Sent as `MCP-Protocol-Version` once `initialize` agreed on one (as the SDK's client does). */
+  protocolVersion: string | undefined;
   /**
    * The server has shown that it knows this session — it opened a `GET`
    * event stream, or accepted a message of the client's in it — so a `404` to
    * a `GET` means that the session ended.
    */
   known = false;
+  /** Its `GET` event stream has been opened (once per session). */
+  listening = false;
   /** Replaced or closed: what it still delivers, or fails to, no longer concerns the client. */
   retired = false;
+  /** Its HTTP requests not yet finished (waiting POSTs, event streams): destroyed when it is retired. */
+  readonly requests = new Set<http.ClientRequest>();
+  /** Its pending reconnection timers. */
+  readonly timers = new Set<TimerHandle>();
+}
 
-  constructor(url: URL, fetchFor: (session: Session) => FetchLike) {
-    this.transport = new StreamableHTTPClientTransport(url, {
-      fetch: fetchFor(this),
-      reconnectionOptions: RECONNECTION,
-    });
-  }
+/** An event stream being read: the session's own (`GET`), or a request's answer stream. */
+interface EventStream {
+  /** The request whose answer the stream brings; `undefined` for the session's `GET` stream. */
+  readonly awaiting: RequestId | undefined;
+  answered: boolean;
+  /** For `Last-Event-ID` when the stream is reopened. */
+  lastEventId: string | undefined;
+  /** The server's `retry`, in ms. */
+  retryMs: number | undefined;
 }
 
 /** A client request forwarded upstream and not yet answered. */
@@ -163,11 +222,9 @@ interface InFlight {
   sent: boolean;
 }
 
-type RpcResponse = JSONRPCResultResponse | JSONRPCErrorResponse;
-
-/** The bridge's own request (a replayed `initialize`) waiting for its answer. */
+/** The bridge's own request waiting for its answer. */
 interface Waiter {
-  readonly resolve: (response: RpcResponse) => void;
+  readonly resolve: (response: Response) => void;
   readonly reject: (error: Error) => void;
   readonly timer: TimerHandle;
 }
@@ -176,34 +233,32 @@ class StdioBridge {
   readonly #url: URL;
   readonly #stdin: Readable;
   readonly #stdout: Writable;
-  readonly #stdio: StdioServerTransport;
   readonly #log: (line: string) => void;
   readonly #clock: Clock;
   readonly #signal: AbortSignal | undefined;
-  /** Every session whose transport is open. */
+  /** Keeps connections to the local endpoint open between requests. */
+  readonly #agent = new http.Agent({ keepAlive: true });
+  /** Every session not yet retired. */
   readonly #sessions = new Set<Session>();
-  /** Closing transports (and their `DELETE`s), awaited before the bridge ends. */
+  /** Sessions being ended (their `DELETE`s), awaited before the bridge ends. */
   readonly #closings = new Set<Promise<void>>();
   readonly #inFlight = new Map<RequestId, InFlight>();
   readonly #waiters = new Map<RequestId, Waiter>();
-  /** Errors already logged: the SDK transport reports some errors twice. */
-  readonly #reported = new WeakSet<object>();
   /** The session messages go to; `undefined` before the first message and after a failed renewal. */
   #session: Session | undefined;
   #renewal: Promise<Session> | undefined;
   /** The client's `initialize`, replayed to start a new session. */
-  #initialize: JSONRPCRequest | undefined;
-  #initialized: JSONRPCNotification | undefined;
+  #initialize: Request | undefined;
+  #initialized: Message | undefined;
   /** The id of the client's `initialize` while its answer is awaited. */
   #initializeId: RequestId | undefined;
-  #replays = 0;
+  #ownRequests = 0;
   #closing = false;
 
   constructor(options: BridgeOptions) {
     this.#url = options.url;
     this.#stdin = options.stdin ?? process.stdin;
     this.#stdout = options.stdout ?? process.stdout;
-    this.#stdio = new StdioServerTransport(this.#stdin, this.#stdout);
     this.#log =
       options.log ??
       ((line) => {
@@ -218,35 +273,58 @@ class StdioBridge {
     const ended = new Promise<void>((resolve) => {
       end = resolve;
     });
-    const onStdoutError = (error: Error): void => {
-      this.#log(`stdout failed (${quoteUntrusted(error.message, 200)}); stopping`);
+    const decoder = new StringDecoder('utf8');
+    let pending = '';
+    const onData = (chunk: Buffer | string): void => {
+      pending += typeof chunk === 'string' ? chunk : decoder.write(chunk);
+      let start = 0;
+      for (let newline = pending.indexOf('\n'); newline !== -1; newline = pending.indexOf('\n', start)) {
+        this.#fromClient(pending.slice(start, newline));
+        start = newline + 1;
+      }
+      pending = pending.slice(start);
+    };
+    const onError = (what: string) => (error: Error) => {
+      this.#log(`${what} failed (${quoteUntrusted(error.message, 200)}); stopping`);
       end();
     };
+    const onStdinError = onError('stdin');
+    const onStdoutError = onError('stdout');
+    this.#stdin.on('data', onData);
     this.#stdin.once('end', end);
     this.#stdin.once('close', end);
-    this.#stdout.once('error', onStdoutError);
+    this.#stdin.on('error', onStdinError);
+    this.#stdout.on('error', onStdoutError);
     this.#signal?.addEventListener('abort', end, { once: true });
     if (this.#signal?.aborted === true || this.#stdin.readableEnded || this.#stdin.destroyed) end();
-    this.#stdio.onmessage = (message) => {
-      if (!this.#closing) void this.#forward(message);
-    };
-    this.#stdio.onerror = (error) => {
-      this.#log(`could not read a message from stdin: ${quoteUntrusted(error.message, 200)}`);
-    };
-    await this.#stdio.start();
     await ended;
+    this.#stdin.off('data', onData);
+    this.#stdin.pause();
     await this.#shutdown();
     this.#stdin.off('end', end);
     this.#stdin.off('close', end);
+    this.#stdin.off('error', onStdinError);
     this.#stdout.off('error', onStdoutError);
     this.#signal?.removeEventListener('abort', end);
   }
 
+  #fromClient(line: string): void {
+    const text = line.endsWith('\r') ? line.slice(0, -1) : line;
+    if (this.#closing || text.trim() === '') return;
+    const message = parseMessage(text);
+    if (message === undefined) {
+      this.#log('could not read a message from stdin: a line that is not a JSON-RPC 2.0 message; skipped');
+      return;
+    }
+    void this.#forward(message);
+  }
+
   /** Sends one message from the client upstream; a request that cannot be delivered is answered with an error. */
-  async #forward(message: JSONRPCMessage): Promise<void> {
-    // A cancelled request gets no answer from the server (nor, then, an ERR_SESSION_LOST from the bridge).
-    if (isJSONRPCNotification(message) && message.method === 'notifications/cancelled') {
-      const id = message.params?.requestId;
+  async #forward(message: Message): Promise<void> {
+    // A cancelled request gets no answer from the server (nor, then, an error from the bridge).
+    if (message.kind === 'notification' && message.method === 'notifications/cancelled') {
+      const params = message.json['params'];
+      const id = typeof params === 'object' && params !== null ? (params as JsonObject)['requestId'] : undefined;
       if (typeof id === 'string' || typeof id === 'number') this.#inFlight.delete(id);
     }
     let session: Session | undefined;
@@ -267,7 +345,7 @@ class StdioBridge {
     }
   }
 
-  async #sessionFor(message: JSONRPCMessage): Promise<Session> {
+  async #sessionFor(message: Message): Promise<Session> {
     if (isInitialize(message)) {
       // The client starts (over): a new session, whatever there was before.
       await this.#renewal?.catch(() => undefined);
@@ -277,7 +355,7 @@ class StdioBridge {
       if (this.#session !== undefined) this.#retire(this.#session, true);
       return this.#open();
     }
-    if (isInitializedNotification(message)) this.#initialized = message;
+    if (message.kind === 'notification' && message.method === 'notifications/initialized') this.#initialized = message;
     if (this.#renewal !== undefined) return this.#renewal;
     if (this.#session !== undefined) return this.#session;
     // After a failed renewal: try again now. Before any initialize: pass the message on, the server answers it.
@@ -285,14 +363,189 @@ class StdioBridge {
     return this.#open();
   }
 
-  async #deliver(session: Session, message: JSONRPCMessage): Promise<void> {
-    if (isJSONRPCRequest(message)) this.#inFlight.set(message.id, { session, sent: false });
-    await session.transport.send(message);
+  /** POSTs one message in `session`; the answer to a request comes to the client (or a waiter) when it arrives. */
+  async #deliver(session: Session, message: Message): Promise<void> {
+    const fromClient = message.kind === 'request' && !this.#waiters.has(message.id);
+    if (fromClient) this.#inFlight.set(message.id, { session, sent: false });
+    const response = await this.#http(session, 'POST', message.text);
     session.known = true;
-    if (isJSONRPCRequest(message)) {
-      const entry = this.#inFlight.get(message.id);
-      if (entry?.session === session) entry.sent = true;
+    if (message.kind !== 'request') {
+      response.resume();
+      if (message.kind === 'notification' && message.method === 'notifications/initialized') void this.#listen(session);
+      return;
     }
+    await this.#readAnswers(session, message.id, response);
+    const entry = fromClient ? this.#inFlight.get(message.id) : undefined;
+    if (entry?.session === session) entry.sent = true;
+  }
+
+  /** Reads a request's answer: a JSON body is read now; an event stream as it comes, after this returns. */
+  async #readAnswers(session: Session, id: RequestId, response: http.IncomingMessage): Promise<void> {
+    const type = (response.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+    if (type === 'text/event-stream') {
+      void this.#readAnswerStream(session, id, response);
+      return;
+    }
+    if (type !== 'application/json') {
+      response.resume();
+      throw new BridgeFailure(
+        { code: 'ERR_UPSTREAM', status: response.statusCode ?? 0 },
+        `the server answered with ${quoteUntrusted(type, 100)}, neither JSON nor an event stream`,
+      );
+    }
+    const chunks: Buffer[] = [];
+    for await (const chunk of response as AsyncIterable<Buffer>) chunks.push(chunk);
+    const text = Buffer.concat(chunks).toString('utf8');
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      throw new BridgeFailure({ code: 'ERR_UPSTREAM' }, 'the server answered with JSON that could not be parsed');
+    }
+    for (const item of Array.isArray(value) ? (value as unknown[]) : [value]) {
+      const message = messageOf(item, item === value ? text : JSON.stringify(item));
+      if (message === undefined) this.#log('the server answered something that is not a JSON-RPC message; skipped');
+      else this.#fromUpstream(session, message);
+    }
+  }
+
+  /**
+   * A request's answer stream, to its end; one that ends without the answer
+   * is resumed from its last event id, else looked into ({@link #unanswered}).
+   */
+  async #readAnswerStream(session: Session, id: RequestId, response: http.IncomingMessage): Promise<void> {
+    const stream: EventStream = { awaiting: id, answered: false, lastEventId: undefined, retryMs: undefined };
+    await this.#read(session, response, stream, false);
+    if (stream.lastEventId !== undefined) await this.#follow(session, stream);
+    await this.#unanswered(session, stream);
+  }
+
+  /**
+   * A client's request whose stream ended without its answer: a `ping` tells
+   * whether the session still exists. If it does not, a new one is started
+   * and the request is answered `ERR_SESSION_LOST` (as for any request lost
+   * with its session); if it does, the answer is not coming: `ERR_UPSTREAM`.
+   */
+  async #unanswered(session: Session, stream: EventStream): Promise<void> {
+    const id = stream.awaiting;
+    const waiting = (): boolean =>
+      id !== undefined && !stream.answered && !this.#closing && this.#inFlight.get(id)?.session === session;
+    if (!waiting()) return;
+    try {
+      await this.#call(session, this.#ownRequest('ping', undefined));
+    } catch (error) {
+      if (isSessionExpiry(error)) {
+        await this.#renew(session, 'the server answered 404 for it').catch((renewError: unknown) => {
+          this.#report(renewError);
+        });
+      }
+    }
+    if (!waiting() || id === undefined) return;
+    this.#inFlight.delete(id);
+    this.#answerWithError(
+      id,
+      new BridgeFailure(
+        { code: 'ERR_UPSTREAM' },
+        'the server ended the response stream without answering; the request may or may not have been carried out',
+      ),
+    );
+  }
+
+  /** Opens the session's `GET` event stream, once: how the server sends requests and notifications of its own. */
+  async #listen(session: Session): Promise<void> {
+    if (session.listening) return;
+    session.listening = true;
+    await this.#follow(session, { awaiting: undefined, answered: false, lastEventId: undefined, retryMs: undefined });
+  }
+
+  /**
+   * Reads an event stream with `GET` until it is no longer wanted: the
+   * session's own (opened at once) or a request's answer stream that dropped
+   * (reopened from its `Last-Event-ID` after a wait). A stream that ends or
+   * cannot be opened is reopened with {@link RECONNECT}'s backoff; `405` means
+   * the server has none, `404` that the session ended.
+   */
+  async #follow(session: Session, stream: EventStream): Promise<void> {
+    let failures = 0;
+    let delay = stream.awaiting === undefined ? 0 : reconnectDelay(0, stream.retryMs);
+    for (;;) {
+      if (delay > 0) await this.#sleep(session, delay);
+      if (!this.#wanted(session, stream)) return;
+      try {
+        const response = await this.#http(session, 'GET', undefined, stream.lastEventId);
+        session.known = true;
+        failures = 0;
+        await this.#read(session, response, stream, true);
+        delay = reconnectDelay(0, stream.retryMs);
+      } catch (error) {
+        if (!this.#wanted(session, stream) || (error instanceof BridgeFailure && error.data.status === 405)) return;
+        if (isSessionExpiry(error)) {
+          // Only for a session the server knew: one that refuses the stream of every brand-new session
+          // would otherwise be sent one new session after another.
+          if (session.known) {
+            this.#renew(session, 'its event stream answered 404').catch((renewError: unknown) => {
+              this.#report(renewError);
+            });
+          }
+          return;
+        }
+        failures += 1;
+        const reason = asBridgeFailure(error, this.#url).message;
+        if (failures > RECONNECT.attempts) {
+          this.#log(`gave up reopening an event stream after ${RECONNECT.attempts} attempts: ${reason}`);
+          return;
+        }
+        delay = reconnectDelay(failures, stream.retryMs);
+        this.#log(`could not reopen an event stream (${reason}); trying again in ${Math.round(delay / 1000)} s`);
+      }
+    }
+  }
+
+  /** An event stream is read while its session is in use and, for an answer stream, the answer is awaited. */
+  #wanted(session: Session, stream: EventStream): boolean {
+    if (this.#closing || session.retired || stream.answered) return false;
+    const id = stream.awaiting;
+    return id === undefined || this.#inFlight.get(id)?.session === session || this.#waiters.has(id);
+  }
+
+  /**
+   * Reads an event stream to its end (or until it drops), passing on its
+   * messages; `untilAnswered`: only until the awaited answer has come (a
+   * resumed stream need not stay open; a `POST`'s is read to its end, which
+   * comes right after, so that its connection is kept for the next).
+   */
+  async #read(
+    session: Session,
+    response: http.IncomingMessage,
+    stream: EventStream,
+    untilAnswered: boolean,
+  ): Promise<void> {
+    const parser = new EventStreamParser();
+    response.setEncoding('utf8');
+    try {
+      for await (const text of response as AsyncIterable<string>) {
+        for (const event of parser.push(text)) this.#onEvent(session, event, stream);
+        if (untilAnswered && stream.answered) break;
+      }
+    } catch {
+      // Dropped: whoever reads it decides whether to reopen it.
+    }
+  }
+
+  #onEvent(session: Session, event: ServerSentEvent, stream: EventStream): void {
+    if (event.id !== undefined && event.id !== '') stream.lastEventId = event.id;
+    if (event.retry !== undefined) stream.retryMs = event.retry;
+    // Events without data (a priming event, say) only carry the id.
+    if (event.data === '' || event.type !== 'message') return;
+    const message = parseMessage(event.data);
+    if (message === undefined) {
+      this.#log('the server sent something that is not a JSON-RPC message; skipped');
+      return;
+    }
+    if (message.kind === 'response' && message.id !== undefined && message.id === stream.awaiting) {
+      stream.answered = true;
+    }
+    this.#fromUpstream(session, message);
   }
 
   /**
@@ -300,10 +553,10 @@ class StdioBridge {
    * unless it is a response to the server (the new session never asked) or
    * an `initialize` (nothing to replay yet).
    */
-  #mayResend(message: JSONRPCMessage, session: Session, error: unknown): boolean {
+  #mayResend(message: Message, session: Session, error: unknown): boolean {
     if (this.#closing || this.#initialize === undefined || isInitialize(message)) return false;
-    if (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) return false;
-    // Retired: a renewal closed its transport while the message was on its way.
+    if (message.kind === 'response') return false;
+    // Retired: a renewal ended the session while the message was on its way.
     return isSessionExpiry(error) || session.retired;
   }
 
@@ -324,24 +577,24 @@ class StdioBridge {
     return renewal;
   }
 
-  async #reinitialize(initialize: JSONRPCRequest, failed: Session | undefined, why: string): Promise<Session> {
+  async #reinitialize(initialize: Request, failed: Session | undefined, why: string): Promise<Session> {
     this.#log(`the MCP session ended (${why}); starting a new one`);
     if (failed !== undefined) this.#retire(failed, false);
     const session = this.#open();
     try {
-      this.#replays += 1;
       // An id of the bridge's own, so that its answer is told apart from the client's and swallowed.
-      const answer = await this.#call(session, { ...initialize, id: `tether-reinitialize-${this.#replays}` });
-      if (isJSONRPCErrorResponse(answer)) {
+      const answer = await this.#call(session, this.#ownRequest('initialize', initialize.json));
+      const error = answer.json['error'];
+      if (error !== undefined) {
+        const text = typeof error === 'object' && error !== null ? (error as JsonObject)['message'] : undefined;
         throw new BridgeFailure(
           { code: 'ERR_SESSION_LOST' },
-          `the MCP session ended and the server refused a new one: ${quoteUntrusted(answer.error.message, 300)}`,
+          `the MCP session ended and the server refused a new one: ${quoteUntrusted(typeof text === 'string' ? text : JSON.stringify(error), 300)}`,
         );
       }
-      const result = InitializeResultSchema.safeParse(answer.result);
-      if (result.success) session.transport.setProtocolVersion(result.data.protocolVersion);
-      // Also what makes the transport open the new session's GET stream.
-      if (this.#initialized !== undefined) await session.transport.send(this.#initialized);
+      session.protocolVersion = protocolVersionOf(answer);
+      // Also what opens the new session's GET stream.
+      if (this.#initialized !== undefined) await this.#deliver(session, this.#initialized);
       this.#log('started a new MCP session');
       return session;
     } catch (error) {
@@ -350,22 +603,30 @@ class StdioBridge {
     }
   }
 
+  /** A request of the bridge's own, `method` with `like`'s params (a replayed `initialize`) or none. */
+  #ownRequest(method: string, like: JsonObject | undefined): Request {
+    this.#ownRequests += 1;
+    const id = `tether-${method}-${this.#ownRequests}`;
+    const json = { ...(like ?? { jsonrpc: '2.0', method }), id };
+    return { kind: 'request', id, method, json, text: JSON.stringify(json) };
+  }
+
   /** Sends the bridge's own request and waits (bounded) for its answer, which the client never sees. */
-  async #call(session: Session, request: JSONRPCRequest): Promise<RpcResponse> {
-    const answer = new Promise<RpcResponse>((resolve, reject) => {
+  async #call(session: Session, request: Request): Promise<Response> {
+    const answer = new Promise<Response>((resolve, reject) => {
       const timer = this.#clock.setTimeout(() => {
         this.#waiters.delete(request.id);
         reject(
           new BridgeFailure(
             { code: 'ERR_SESSION_LOST' },
-            `the MCP session ended and the server did not answer a new initialize within ${REINITIALIZE_TIMEOUT_MS / 1000} s`,
+            `the server did not answer the bridge's ${request.method} within ${OWN_REQUEST_TIMEOUT_MS / 1000} s`,
           ),
         );
-      }, REINITIALIZE_TIMEOUT_MS);
+      }, OWN_REQUEST_TIMEOUT_MS);
       this.#waiters.set(request.id, { resolve, reject, timer });
     });
     try {
-      const [, response] = await Promise.all([session.transport.send(request), answer]);
+      const [, response] = await Promise.all([this.#deliver(session, request), answer]);
       return response;
     } finally {
       const waiter = this.#waiters.get(request.id);
@@ -375,33 +636,25 @@ class StdioBridge {
   }
 
   #open(): Session {
-    const session = new Session(this.#url, (owner) => this.#fetchFor(owner));
-    const { transport } = session;
-    transport.onmessage = (message) => {
-      this.#fromUpstream(session, message);
-    };
-    transport.onerror = (error) => {
-      // A BridgeFailure comes from #fetchFor and is thrown on to whoever sent: they say what failed.
-      if (!session.retired && !this.#closing && !(error instanceof BridgeFailure)) this.#report(error);
-    };
+    const session = new Session();
     this.#sessions.add(session);
     this.#session = session;
-    transport.start().catch((error: unknown) => {
-      this.#report(error);
-    });
     return session;
   }
 
   /**
-   * Takes a session out of use and closes its transport (with a `DELETE` when
-   * `terminate`). Requests whose answer could only have come on it are
-   * answered with `ERR_SESSION_LOST`: the server dropped them with the session.
+   * Takes a session out of use: its streams and waiting requests are cut,
+   * and with `terminate` it is ended upstream (a `DELETE`). Requests whose
+   * answer could only have come in it are answered with `ERR_SESSION_LOST`:
+   * the server dropped them with the session.
    */
   #retire(session: Session, terminate: boolean): void {
     if (session.retired) return;
     session.retired = true;
     if (this.#session === session) this.#session = undefined;
     this.#sessions.delete(session);
+    for (const timer of session.timers) this.#clock.clearTimeout(timer);
+    session.timers.clear();
     if (!this.#closing) {
       for (const [id, entry] of this.#inFlight) {
         if (entry.session !== session || !entry.sent) continue;
@@ -415,105 +668,126 @@ class StdioBridge {
         );
       }
     }
-    const closing = this.#close(session.transport, terminate);
+    for (const request of session.requests) request.destroy();
+    if (!terminate || session.id === undefined) return;
+    const closing = this.#terminate(session);
     this.#closings.add(closing);
     void closing.finally(() => this.#closings.delete(closing));
   }
 
-  async #close(transport: StreamableHTTPClientTransport, terminate: boolean): Promise<void> {
-    if (terminate && transport.sessionId !== undefined) {
-      await within(this.#clock, transport.terminateSession(), TERMINATE_TIMEOUT_MS).catch(() => undefined);
-    }
-    await transport.close().catch(() => undefined);
+  /** Ends the session upstream with a `DELETE`, waiting for it no longer than {@link TERMINATE_TIMEOUT_MS}. */
+  async #terminate(session: Session): Promise<void> {
+    const deleted = this.#http(session, 'DELETE').then(
+      (response) => {
+        response.resume();
+      },
+      () => undefined,
+    );
+    await within(this.#clock, deleted, TERMINATE_TIMEOUT_MS);
+    for (const request of session.requests) request.destroy();
   }
 
-  #fromUpstream(session: Session, message: JSONRPCMessage): void {
+  #fromUpstream(session: Session, message: Message): void {
     if (session.retired || this.#closing) return;
-    if (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) {
-      const id = message.id;
-      const waiter = id === undefined ? undefined : this.#waiters.get(id);
+    if (message.kind === 'response' && message.id !== undefined) {
+      const waiter = this.#waiters.get(message.id);
       if (waiter !== undefined) {
         waiter.resolve(message);
         return;
       }
-      if (id !== undefined) this.#inFlight.delete(id);
-      if (id !== undefined && id === this.#initializeId) {
+      this.#inFlight.delete(message.id);
+      if (message.id === this.#initializeId) {
         this.#initializeId = undefined;
-        // What the SDK's Client does after initialize: later requests carry MCP-Protocol-Version.
-        const result = isJSONRPCResultResponse(message) ? InitializeResultSchema.safeParse(message.result) : undefined;
-        if (result?.success === true) session.transport.setProtocolVersion(result.data.protocolVersion);
+        session.protocolVersion = protocolVersionOf(message);
       }
     }
     this.#toClient(message);
   }
 
-  #toClient(message: JSONRPCMessage): void {
-    void this.#stdio.send(message);
+  /** One line on stdout: the message's text as it came, unless it spans lines (an event's data may). */
+  #toClient(message: Message): void {
+    const line = message.text.includes('\n') ? JSON.stringify(message.json) : message.text;
+    this.#stdout.write(`${line}\n`);
   }
 
   /** A message that could not be delivered: a request is answered with an error, anything else is logged. */
-  #fail(message: JSONRPCMessage, error: unknown): void {
+  #fail(message: Message, error: unknown): void {
     if (this.#closing) return;
-    if (isJSONRPCRequest(message)) {
+    if (message.kind === 'request') {
       this.#inFlight.delete(message.id);
-      const failure = asBridgeFailure(error, this.#url);
       this.#report(error);
-      this.#answerWithError(message.id, failure);
+      this.#answerWithError(message.id, asBridgeFailure(error, this.#url));
       return;
     }
-    const what = 'method' in message ? `notification ${quoteUntrusted(message.method, 100)}` : 'response';
+    const what = message.kind === 'notification' ? `notification ${quoteUntrusted(message.method, 100)}` : 'response';
     this.#log(`could not forward a ${what}: ${asBridgeFailure(error, this.#url).message}`);
   }
 
   #answerWithError(id: RequestId, failure: BridgeFailure): void {
-    this.#toClient({
+    const json = {
       jsonrpc: '2.0',
       id,
       error: { code: BRIDGE_ERROR_CODE, message: `tether: ${failure.message}`, data: failure.data },
-    });
+    };
+    this.#toClient({ kind: 'response', id, json, text: JSON.stringify(json) });
   }
 
-  /** Logs an error once (the SDK transport reports some twice); a `404` is left to the renewal's own line. */
+  /** Logs a failure; a `404` is left to the renewal's own line. */
   #report(error: unknown): void {
-    if (typeof error === 'object' && error !== null) {
-      if (this.#reported.has(error)) return;
-      this.#reported.add(error);
-    }
-    if (isSessionExpiry(error)) return;
-    this.#log(asBridgeFailure(error, this.#url).message);
+    if (!isSessionExpiry(error)) this.#log(asBridgeFailure(error, this.#url).message);
   }
 
   /**
-   * The transport's fetch: turns tether's `502`/`503` answers into their
-   * explanation, and a `404` for the session into the signal to start a new
-   * one.
+   * One request to the local endpoint in `session`, resolved with the
+   * response once its status is a success. tether's `502`/`503` and any
+   * other status become a {@link BridgeFailure} with their explanation, and a
+   * `404` for the session the sign that it ended.
    */
-  #fetchFor(session: Session): FetchLike {
-    return async (url, init) => {
-      const response = await fetch(url, init);
-      const method = init?.method ?? 'GET';
-      if (response.status === 502 || response.status === 503) {
-        throw await proxyFailure(response, this.#clock.now());
-      }
-      if (response.status === 404 && new Headers(init?.headers).has('mcp-session-id')) {
-        await response.body?.cancel();
-        if (method !== 'GET') {
-          throw new BridgeFailure({ code: 'ERR_SESSION_LOST', status: 404 }, 'the MCP session ended (HTTP 404)');
-        }
-        // Only for a session the server knew: one that refuses the stream of every brand-new session
-        // would otherwise be sent one new session after another.
-        if (session.known && !session.retired) {
-          this.#renew(session, 'its event stream answered 404').catch((error: unknown) => {
-            this.#report(error);
-          });
-        }
-        // 405 is how a server says it has no event stream: the SDK transport then stops reconnecting
-        // it, as it should for a session that has ended.
-        return new Response(null, { status: 405, statusText: 'Method Not Allowed' });
-      }
-      if (method === 'GET' && response.ok) session.known = true;
-      return response;
-    };
+  async #http(
+    session: Session,
+    method: 'GET' | 'POST' | 'DELETE',
+    body?: string,
+    lastEventId?: string,
+  ): Promise<http.IncomingMessage> {
+    const headers: http.OutgoingHttpHeaders = {};
+    if (method === 'POST') {
+      headers['content-type'] = 'application/json';
+      headers['accept'] = 'application/json, text/event-stream';
+    } else if (method === 'GET') {
+      headers['accept'] = 'text/event-stream';
+    }
+    const sessionId = session.id;
+    if (sessionId !== undefined) headers['mcp-session-id'] = sessionId;
+    if (session.protocolVersion !== undefined) headers['mcp-protocol-version'] = session.protocolVersion;
+    if (lastEventId !== undefined) headers['last-event-id'] = lastEventId;
+    const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const request = http.request(this.#url, { method, headers, agent: this.#agent });
+      session.requests.add(request);
+      request.on('close', () => session.requests.delete(request));
+      request.on('response', resolve);
+      request.on('error', reject);
+      request.end(body);
+    });
+    const newId = response.headers['mcp-session-id'];
+    if (typeof newId === 'string' && newId !== '') session.id = newId;
+    const status = response.statusCode ?? 0;
+    if (status >= 200 && status < 300) return response;
+    if (status === 404 && sessionId !== undefined) {
+      response.resume();
+      throw new BridgeFailure({ code: 'ERR_SESSION_LOST', status }, 'the MCP session ended (HTTP 404)');
+    }
+    throw await httpFailure(response, this.#clock.now());
+  }
+
+  /** Waits `ms` unless the session is retired first (then it never resolves, and whoever waited is done). */
+  #sleep(session: Session, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = this.#clock.setTimeout(() => {
+        session.timers.delete(timer);
+        resolve();
+      }, ms);
+      session.timers.add(timer);
+    });
   }
 
   async #shutdown(): Promise<void> {
@@ -525,13 +799,16 @@ class StdioBridge {
     this.#waiters.clear();
     for (const session of [...this.#sessions]) this.#retire(session, true);
     await Promise.all([...this.#closings]);
-    await this.#stdio.close();
+    this.#agent.destroy();
   }
 }
 
-/** A JSON-RPC `initialize` request (with its id: the SDK's `isInitializeRequest` alone does not say so). */
-function isInitialize(message: JSONRPCMessage): message is JSONRPCRequest {
-  return isJSONRPCRequest(message) && isInitializeRequest(message);
+/** The wait before reopening an event stream after `failures` failed attempts in a row ({@link RECONNECT}). */
+function reconnectDelay(failures: number, serverRetryMs: number | undefined): number {
+  const backoff = Math.min(RECONNECT.firstMs * RECONNECT.growth ** failures, RECONNECT.maxMs);
+  if (serverRetryMs === undefined) return backoff;
+  // The server's retry after a stream that ended; never less than the backoff after failures.
+  return failures === 0 ? serverRetryMs : Math.max(serverRetryMs, backoff);
 }
 
 function isSessionExpiry(error: unknown): boolean {
@@ -541,18 +818,9 @@ function isSessionExpiry(error: unknown): boolean {
 /** Describes any failure for the client; values from the network are quoted. */
 function asBridgeFailure(error: unknown, url: URL): BridgeFailure {
   if (error instanceof BridgeFailure) return error;
-  if (error instanceof StreamableHTTPError) {
-    const status = error.code !== undefined && error.code > 0 ? error.code : undefined;
-    return new BridgeFailure(
-      { code: 'ERR_UPSTREAM', ...(status !== undefined && { status }) },
-      `the request to ${url.href} failed: ${quoteUntrusted(error.message, 300)}`,
-      { cause: error },
-    );
-  }
-  const cause: unknown = error instanceof Error ? error.cause : undefined;
   const systemCode =
-    typeof cause === 'object' && cause !== null && 'code' in cause && typeof cause.code === 'string'
-      ? cause.code
+    typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string'
+      ? error.code
       : undefined;
   if (systemCode === 'ECONNREFUSED') {
     return new BridgeFailure(
@@ -570,56 +838,53 @@ function asBridgeFailure(error: unknown, url: URL): BridgeFailure {
 }
 
 /**
- * tether's own answer — `503` without a usable token, `502` without the
- * remote server — as a failure: its JSON `message` says what to do, and
- * `Retry-After` when tether tries again.
+ * An answer that is not a success, as a failure: tether's own — `503`
+ * without a usable token, `502` without the remote server — say in their JSON
+ * `message` what to do, and `Retry-After` when tether tries again; any other
+ * is described by its status and the start of its body.
  */
-async function proxyFailure(response: Response, nowMs: number): Promise<BridgeFailure> {
+async function httpFailure(response: http.IncomingMessage, nowMs: number): Promise<BridgeFailure> {
+  const status = response.statusCode ?? 0;
   const text = await boundedText(response, BODY_LIMIT_BYTES);
   const body = jsonObject(text);
-  const reason = typeof body?.error === 'string' ? body.error : undefined;
-  const explanation = typeof body?.message === 'string' ? body.message : body === undefined ? text.trim() : '';
-  const retryAfterMs = parseRetryAfter(response.headers.get('retry-after') ?? undefined, nowMs);
+  const reason = typeof body?.['error'] === 'string' ? body['error'] : undefined;
+  const explanation = typeof body?.['message'] === 'string' ? body['message'] : text.trim();
+  const retryAfter = response.headers['retry-after'];
+  const retryAfterMs = parseRetryAfter(retryAfter, nowMs);
   const retryAfterSeconds = retryAfterMs === undefined ? undefined : Math.ceil(retryAfterMs / 1000);
   const data: BridgeErrorData = {
-    code: response.status === 503 ? 'ERR_UPSTREAM_UNAVAILABLE' : 'ERR_UPSTREAM',
-    status: response.status,
+    code: status === 503 ? 'ERR_UPSTREAM_UNAVAILABLE' : 'ERR_UPSTREAM',
+    status,
     ...(reason !== undefined && { reason: reason.slice(0, 100) }),
     ...(retryAfterSeconds !== undefined && { retryAfterSeconds }),
   };
-  let message = `the local proxy answered ${response.status}`;
+  let message = `the local proxy answered ${status}`;
   if (reason !== undefined) message += ` ${quoteUntrusted(reason, 100)}`;
   if (explanation !== '') message += `: ${quoteUntrusted(explanation, 500)}`;
   if (retryAfterSeconds !== undefined) message += ` (Retry-After: ${retryAfterSeconds} s)`;
   return new BridgeFailure(data, message);
 }
 
-async function boundedText(response: Response, limit: number): Promise<string> {
-  if (response.body === null) return '';
-  const reader: ReadableStreamDefaultReader<Uint8Array> = response.body.getReader();
-  const chunks: Uint8Array[] = [];
+/** Up to `limit` bytes of a body, as text; the rest is not read. */
+async function boundedText(response: http.IncomingMessage, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
   let size = 0;
   try {
-    while (size < limit) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      size += value.byteLength;
+    for await (const chunk of response as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      size += chunk.byteLength;
+      if (size >= limit) break;
     }
   } catch {
     // What arrived is explanation enough.
-  } finally {
-    await reader.cancel().catch(() => undefined);
   }
   return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
 }
 
-function jsonObject(text: string): Record<string, unknown> | undefined {
+function jsonObject(text: string): JsonObject | undefined {
   try {
     const value: unknown = JSON.parse(text);
-    return typeof value === 'object' && value !== null && !Array.isArray(value)
-      ? (value as Record<string, unknown>)
-      : undefined;
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as JsonObject) : undefined;
   } catch {
     return undefined;
   }
