@@ -393,8 +393,8 @@ const SCRUBBED_ENV =
  * that request is garbage-collected: under load thousands pile up, Node formats and prints a
  * MaxListenersExceededWarning for every request past 1,500, and the load generator spends CPU on
  * that instead of on calls. The benchmark never aborts a call, so its POSTs go without the signal —
- * the same for the direct and the proxied client. (tether connect's own transport is left as it is:
- * the report counts the warnings it prints.)
+ * the same for the direct and the proxied client. (The stdio proxies' stderr is still scanned: the
+ * report counts any such warning they print.)
  */
 const benchFetch: FetchLike = (url, init) => {
   if (init === undefined || (init.method ?? 'GET') === 'GET') return fetch(url, init);
