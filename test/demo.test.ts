@@ -37,6 +37,10 @@ it('tells the story: auth_retrying through the outage, running again after it, n
   expect(output).toMatch(/whoami → 503 auth_retrying, Retry-After \d+/);
   expect(output).not.toMatch(/status: unauthenticated|503 unauthenticated/);
   expect(output).toMatch(/statuses seen: +running → auth_retrying → running; never unauthenticated/);
+  // The timeline counts every 503 the client got, up to the last, though the workload still runs when it is read.
+  const refused = /(\d+) × 503 auth_retrying/.exec(output)?.[1];
+  expect(refused, output).toBeDefined();
+  expect(output).toMatch(new RegExp(`local endpoint: POST /mcp → 503 ×${refused ?? ''}, until`));
   const pid = Number(/\(pid (\d+),/.exec(output)?.[1]);
   expect(pid, output).toBeGreaterThan(0);
   expect(isAlive(pid)).toBe(false);

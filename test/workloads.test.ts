@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -11,9 +11,11 @@ import { defaultName } from '../src/cli/run.js';
 import { isProcessAlive as isAlive } from '../src/store/lock.js';
 import { CredentialStore } from '../src/store/store.js';
 import { controlRequest, startControlServer } from '../src/workloads/control.js';
+import { currentStatus } from '../src/cli/workloads.js';
 import {
   EVENT_LOG_RETRY_MS,
   EventLog,
+  type EventLogIo,
   followEvents,
   formatRecord,
   keeperRecord,
@@ -24,12 +26,13 @@ import {
 } from '../src/workloads/events.js';
 import { WorkloadFiles } from '../src/workloads/files.js';
 import { WorkloadMetrics } from '../src/workloads/metrics.js';
-import { loadSpec, saveSpec } from '../src/workloads/spec.js';
+import { loadSpec, saveSpec, type WorkloadSpec } from '../src/workloads/spec.js';
 import { serveWorkload, STARTUP_VERDICT_WAIT_MS } from '../src/workloads/workload.js';
 import { drive, fixedKey } from './support/store-helpers.js';
 import {
   effectiveStatus,
   isWorkloadProcess,
+  iso,
   readStatus,
   redactUrl,
   type WorkloadStatus,
@@ -168,8 +171,11 @@ describe('event log', () => {
     expect(messages).toEqual([...messages].sort((a, b) => Number(a.slice(1)) - Number(b.slice(1))));
     expect(messages.at(-1)).toBe('m9');
     expect(await readEvents(files, 2)).toHaveLength(2);
-    await import('node:fs/promises').then((fs) => fs.appendFile(files.events, '{"time":"cut'));
+    await appendFile(files.events, '{"time":"cut');
     expect((await readEvents(files)).at(-1)).toEqual(record(9));
+    // A log opened after a crash left part of a line starts a line of its own.
+    await new EventLog(files, systemClock, { maxBytes: 400 }).append(record(10));
+    expect((await readEvents(files)).slice(-2)).toEqual([record(9), record(10)]);
   });
 
   it('a log file is created 0600', async () => {
@@ -270,6 +276,32 @@ describe('event log', () => {
     }
   });
 
+  it('a line cut short that cannot be cut off is left behind: the retried line starts a line of its own', async () => {
+    const files = new WorkloadFiles(dir, 'w');
+    const failing = { append: 0, truncate: 1 };
+    const io: EventLogIo = {
+      async appendFile(file, text) {
+        if (failing.append-- <= 0) return appendFile(file, text);
+        await appendFile(file, text.slice(0, 20)); // the disk filled up part-way
+        throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+      },
+      truncate() {
+        failing.truncate -= 1;
+        return Promise.reject(Object.assign(new Error('i/o error'), { code: 'EIO' }));
+      },
+    };
+    const log = new EventLog(files, new FakeClock(T0), { io });
+    await log.append(record(0));
+    failing.append = 1;
+    await log.append(record(1));
+    expect(failing.truncate).toBe(0);
+    expect(await readFile(files.events, 'utf8')).toBe(
+      `${JSON.stringify(record(0))}\n${JSON.stringify(record(1)).slice(0, 20)}`,
+    );
+    await log.append(record(2));
+    expect(await readEvents(files)).toEqual([record(0), record(1), record(2)]);
+  });
+
   it('keeper events become records with ISO times; every kind reads as a line', () => {
     const attempt = keeperRecord({
       type: 'attempt',
@@ -294,12 +326,12 @@ describe('event log', () => {
 });
 
 describe('failed requests of the local endpoint', () => {
-  it('identical failures are written once, then as a count per window while they go on', async () => {
+  it('identical failures are written once, then as a count per window, at the last one’s time, while they go on', async () => {
     const clock = new FakeClock(T0);
     const written: ProxyRecord[] = [];
-    const failures = new ProxyFailureLog(clock, (r) => written.push(r), 60_000);
+    const failures = new ProxyFailureLog(clock, (r) => written.push(r), { windowMs: 60_000 });
     const failure = (status = 503): ProxyRecord => ({
-      time: new Date(clock.now()).toISOString(),
+      time: iso(clock.now()),
       type: 'proxy',
       method: 'POST',
       path: '/mcp',
@@ -311,6 +343,7 @@ describe('failed requests of the local endpoint', () => {
       await clock.advance(1_000);
       failures.observe(failure());
     }
+    const last = failure();
     failures.observe(failure(502));
     expect(written.map((r) => [r.status, r.repeats])).toEqual([
       [503, undefined],
@@ -318,9 +351,9 @@ describe('failed requests of the local endpoint', () => {
     ]);
 
     await clock.advance(56_000); // the 503s' window ends; the 502 had no repeats
-    expect(written.slice(2)).toEqual([{ ...failure(), repeats: 4 }]);
+    expect(written.slice(2)).toEqual([{ ...last, repeats: 4 }]); // stamped when the last of them failed
     expect(formatRecord(written[2] as LogRecord)).toBe(
-      '2026-11-28 10:01:00Z  proxy POST /mcp → 503 (2 ms), and 4 more like it',
+      '2026-11-28 10:00:04Z  proxy POST /mcp → 503 (2 ms), and 4 more like it',
     );
     failures.observe(failure());
     await clock.advance(60_000);
@@ -328,22 +361,87 @@ describe('failed requests of the local endpoint', () => {
     await clock.advance(60_000); // a window without repeats ends quietly…
     expect(written).toHaveLength(4);
     failures.observe(failure()); // …and the next failure is written at once
+    await clock.advance(5_000);
     failures.observe(failure());
     expect(written.slice(4).map((r) => r.repeats)).toEqual([undefined]);
     failures.flush();
-    expect(written.slice(5).map((r) => r.repeats)).toEqual([1]);
+    expect(written.slice(5)).toEqual([{ ...failure(), repeats: 1 }]);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('past the bound on paths, failures fold by method and status, then are written one by one: timers stay bounded', async () => {
+    const clock = new FakeClock(T0);
+    const written: ProxyRecord[] = [];
+    const failures = new ProxyFailureLog(clock, (r) => written.push(r), { maxWindows: 3 });
+    const failure = (path: string, method = 'GET'): ProxyRecord => ({
+      time: iso(clock.now()),
+      type: 'proxy',
+      method,
+      path,
+      status: 404,
+      durationMs: 1,
+    });
+    for (const path of ['/a', '/b', '/c']) failures.observe(failure(path));
+    for (let n = 0; n < 500; n++) failures.observe(failure(`/scan/${String(n)}`)); // a client scanning paths
+    for (const method of ['POST', 'PUT', 'PATCH', 'DELETE']) failures.observe(failure('/x', method));
+    failures.observe(failure('/y', 'DELETE'));
+    expect(written.map((r) => `${r.method} ${r.path}`)).toEqual([
+      'GET /a',
+      'GET /b',
+      'GET /c',
+      'GET /scan/0',
+      'POST /x',
+      'PUT /x',
+      'PATCH /x', // no window left: written one by one
+      'DELETE /x',
+      'DELETE /y',
+    ]);
+    expect(clock.pendingTimers).toBe(6);
+
+    await clock.advance(1_000);
+    failures.observe(failure('/a'));
+    const last = failure('/scan/500');
+    failures.observe(last);
+    failures.flush();
+    expect(written.slice(9)).toEqual([
+      { ...failure('/a'), repeats: 1 },
+      { ...last, path: '*', repeats: 500 },
+    ]);
     expect(clock.pendingTimers).toBe(0);
   });
 });
 
 describe('what workloads write', () => {
-  it('a URL has its query values and password redacted', () => {
+  it('a URL has its user name, password, query values and fragment redacted; the path is kept', () => {
     expect(redactUrl('https://mcp.example.com/v1/mcp?api_key=s3cret&region=eu')).toBe(
       'https://mcp.example.com/v1/mcp?api_key=redacted&region=redacted',
     );
-    expect(redactUrl('https://me:s3cret@mcp.example.com/mcp')).toBe('https://me:redacted@mcp.example.com/mcp');
+    expect(redactUrl('https://me:s3cret@mcp.example.com/mcp')).toBe('https://redacted:redacted@mcp.example.com/mcp');
+    expect(redactUrl('https://s3cret@mcp.example.com/mcp')).toBe('https://redacted@mcp.example.com/mcp');
+    expect(redactUrl('https://mcp.example.com/mcp#token=s3cret')).toBe('https://mcp.example.com/mcp#redacted');
     expect(redactUrl('https://mcp.example.com/mcp')).toBe('https://mcp.example.com/mcp');
+    expect(redactUrl('https://mcp.example.com/mcp/k3y')).toBe('https://mcp.example.com/mcp/k3y');
     expect(redactUrl('not a url?token=s3cret')).toBe('not a url');
+    expect(redactUrl('//s3cret@not a url')).toBe('//redacted@not a url');
+  });
+
+  it('a workload that never ran shows its remote redacted too', async () => {
+    const spec: WorkloadSpec = {
+      version: 1,
+      name: 'w',
+      remoteUrl: 'https://s3cret@mcp.example.com/mcp?api_key=s3cret#s3cret',
+      resource: 'https://mcp.example.com/mcp',
+      authorizationServer: { issuer: 'https://as.example.com', token_endpoint: 'https://as.example.com/token' },
+      client: { kind: 'dynamic', clientId: 'client-1' },
+      scopes: [],
+      host: '127.0.0.1',
+      port: 0,
+      headers: {},
+      createdAt: iso(T0),
+    };
+    const shown = await currentStatus(new WorkloadFiles(dir, 'w'), spec);
+    expect(shown).toMatchObject({ status: 'stopped', statusReason: 'not started' });
+    expect(shown.remoteUrl).toBe('https://redacted@mcp.example.com/mcp?api_key=redacted#redacted');
   });
 });
 
@@ -418,24 +516,34 @@ describe('workload settings', () => {
   });
 });
 
+/** Answers a held token request. */
+type Answer = (status: number, body: object) => void;
+
 /** A loopback token endpoint that holds each request until the test answers it. */
 async function heldTokenEndpoint(): Promise<{
   readonly url: string;
-  next(): Promise<(status: number, body: object) => void>;
+  /** The next token request, once it arrives. */
+  next(): Promise<Answer>;
   close(): Promise<void>;
 }> {
-  const held: ((status: number, body: object) => void)[] = [];
+  const held: Answer[] = [];
+  const waiting: ((answer: Answer) => void)[] = [];
   const server = http.createServer((req, res) => {
     req.resume();
-    held.push((status, body) =>
-      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body)),
-    );
+    const answer: Answer = (status, body) =>
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    const waiter = waiting.shift();
+    if (waiter === undefined) held.push(answer);
+    else waiter(answer);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${String(port)}`,
-    next: () => waitUntil('a token request', () => held.shift()),
+    next: () => {
+      const answer = held.shift();
+      return answer === undefined ? new Promise((resolve) => waiting.push(resolve)) : Promise.resolve(answer);
+    },
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();
@@ -455,22 +563,67 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** Polls (real time) until `probe` gives a value. */
-async function waitUntil<T>(what: string, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  for (let i = 0; i < 300; i++) {
+/**
+ * Polls until `probe` gives a value, for what only real I/O (fsyncs, sockets)
+ * stands between: the budget is generous for a busy machine, and a wait that
+ * ends costs nothing.
+ */
+async function waitUntil<T>(
+  what: string,
+  probe: () => T | undefined | Promise<T | undefined>,
+  budgetMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + budgetMs;
+  for (;;) {
     const value = await probe();
     if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  throw new Error(`timed out waiting for ${what}`);
 }
+
+/** A POST to the local endpoint, as an MCP client sends one; resolves to the status. */
+async function post(url: string): Promise<number> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+  });
+  await response.arrayBuffer();
+  return response.status;
+}
+
+/** Resolves once the workload counted `count` answers with `status` (its metrics, read over the control channel). */
+function answered(files: WorkloadFiles, status: number, count: number): Promise<true> {
+  return waitUntil(`${String(count)} answers ${String(status)}`, async () => {
+    const metrics = (await controlRequest(files.controlSocket, 'GET', '/metrics')).body;
+    const line = metrics
+      .split('\n')
+      .find((l) => l.startsWith(`tether_proxy_requests_total{`) && l.includes(`status="${String(status)}"`));
+    return Number(line?.split(' ').at(-1)) >= count ? true : undefined;
+  });
+}
+
+/** A promise and its resolve (Node 20 has no `Promise.withResolvers`). */
+function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** Budget of a test that starts a workload: real servers and fsyncs on a machine that may be busy. */
+const SERVE_TEST_TIMEOUT_MS = 60_000;
 
 describe('serveWorkload: the verdict on the stored credentials', () => {
   const NAME = 'w';
   const REMOTE = 'http://127.0.0.1:9/mcp?api_key=s3cret';
 
-  /** A workload whose stored access token has expired: the keeper refreshes it at once on start. */
-  async function expiredWorkload(clock: FakeClock, tokenEndpoint: string): Promise<CredentialStore> {
+  /** A workload on the stored credentials, its access token expired (the keeper refreshes it at once on start) or valid. */
+  async function storedWorkload(
+    clock: FakeClock,
+    tokenEndpoint: string,
+    options: { expired?: boolean; port?: number } = {},
+  ): Promise<CredentialStore> {
     const store = await CredentialStore.open({ dir, keySource: fixedKey(7) });
     await saveSpec(store, {
       version: 1,
@@ -482,15 +635,16 @@ describe('serveWorkload: the verdict on the stored credentials', () => {
       scopes: [],
       host: '127.0.0.1',
       // Already chosen, as after a first start: a new one is saved under the credential's lock, which the refresh holds.
-      port: await freePort(),
+      port: options.port ?? (await freePort()),
       headers: {},
       createdAt: new Date(T0).toISOString(),
     });
+    const expired = options.expired ?? true;
     await store.saveTokens(NAME, {
       accessToken: 'access-0',
       refreshToken: 'refresh-0',
       issuedAt: clock.now() - 3_600_000,
-      expiresAt: clock.now() - 60_000,
+      expiresAt: clock.now() + (expired ? -60_000 : 3_600_000),
     });
     return store;
   }
@@ -504,21 +658,23 @@ describe('serveWorkload: the verdict on the stored credentials', () => {
       files: WorkloadFiles;
       clock: FakeClock;
       serving: Promise<unknown>;
-      answer: (status: number, body: object) => void;
+      answer: Answer;
+      /** The token requests after the first. */
+      next: () => Promise<Answer>;
       starting: WorkloadStatus;
     }) => Promise<void>,
   ): Promise<void> {
     const clock = new FakeClock(T0);
     const endpoint = await heldTokenEndpoint();
     const files = new WorkloadFiles(dir, NAME);
-    const serving = serveWorkload({ store: await expiredWorkload(clock, endpoint.url), name: NAME, env: {}, clock });
+    const serving = serveWorkload({ store: await storedWorkload(clock, endpoint.url), name: NAME, env: {}, clock });
     try {
       const answer = await endpoint.next();
       const starting = await waitUntil('the endpoint to serve', async () => {
         const status = await readStatus(files);
         return status?.proxyUrl === undefined ? undefined : status;
       });
-      await test({ files, clock, serving, answer, starting });
+      await test({ files, clock, serving, answer, next: () => endpoint.next(), starting });
     } finally {
       await endpoint.close();
       await (
@@ -533,7 +689,7 @@ describe('serveWorkload: the verdict on the stored credentials', () => {
 
   it(
     'serving, but starting until the server answers the refresh; a spent refresh token is then unauthenticated, never running first',
-    { timeout: 15_000 },
+    { timeout: SERVE_TEST_TIMEOUT_MS },
     () =>
       withHeldStart(async ({ files, serving, answer, starting }) => {
         expect(starting).toMatchObject({ status: 'starting', pid: process.pid });
@@ -548,7 +704,9 @@ describe('serveWorkload: the verdict on the stored credentials', () => {
         });
         expect(lost?.statusReason).toContain(`tether login ${NAME}`);
         const statuses = (await readEvents(files)).flatMap((r) => (r.type === 'status' ? [r.status] : []));
-        expect(statuses).toEqual(['unauthenticated']);
+        // Never running on the spent credential (a keeper may say auth_retrying while its first try waits its turn).
+        expect(statuses).not.toContain('running');
+        expect(statuses.at(-1)).toBe('unauthenticated');
         // The remote's secret is in neither the status file nor the log; the real URL stays in the settings.
         expect(lost?.remoteUrl).toBe('http://127.0.0.1:9/mcp?api_key=redacted');
         expect(await readFile(files.events, 'utf8')).not.toContain('s3cret');
@@ -558,10 +716,12 @@ describe('serveWorkload: the verdict on the stored credentials', () => {
 
   it(
     `no answer within ${String(STARTUP_VERDICT_WAIT_MS / 1000)}s: serving as auth_retrying (no valid token), then the keeper's status once it answers`,
-    { timeout: 15_000 },
+    { timeout: SERVE_TEST_TIMEOUT_MS },
     () =>
       withHeldStart(async ({ files, clock, serving, answer }) => {
-        await drive(clock, serving, 100);
+        // The wait was armed before the status said `starting`: exactly its length, short of the request's own timeout.
+        await clock.advance(STARTUP_VERDICT_WAIT_MS);
+        await serving;
         expect(await readStatus(files)).toMatchObject({ status: 'auth_retrying' });
 
         answer(200, { access_token: 'access-1', token_type: 'Bearer', expires_in: 3600, refresh_token: 'refresh-1' });
@@ -572,5 +732,70 @@ describe('serveWorkload: the verdict on the stored credentials', () => {
         expect(running.refresh).toEqual({ state: 'ok' });
         expect(Date.parse(running.token.expiresAt ?? '')).toBeGreaterThan(clock.now());
       }),
+  );
+
+  it(
+    'the 503s of an outage are counted in the log as it ends, at the last one’s time, before the status running',
+    { timeout: SERVE_TEST_TIMEOUT_MS },
+    () =>
+      withHeldStart(async ({ files, clock, serving, answer, next, starting }) => {
+        answer(503, {}); // transient: no valid token left, the keeper backs off (≥ 5 s)
+        await serving;
+        expect(await readStatus(files)).toMatchObject({ status: 'auth_retrying' });
+        const url = starting.proxyUrl ?? '';
+        for (let n = 0; n < 3; n++) {
+          if (n > 0) await clock.advance(1_000);
+          expect(await post(url)).toBe(503);
+        }
+        const lastFailedAt = clock.now();
+        await answered(files, 503, 3);
+
+        const refreshed = controlRequest(files.controlSocket, 'POST', '/refresh'); // the network is back
+        (await next())(200, { access_token: 'access-1', token_type: 'Bearer', expires_in: 3600 });
+        expect((await refreshed).status).toBe(200);
+        const events = await waitUntil('the status running in the log', async () => {
+          const read = await readEvents(files);
+          return read.some((r) => r.type === 'status' && r.status === 'running') ? read : undefined;
+        });
+        const proxied = events.filter((r) => r.type === 'proxy');
+        expect(proxied).toMatchObject([
+          { time: iso(T0), method: 'POST', path: '/mcp', status: 503 },
+          { time: iso(lastFailedAt), method: 'POST', path: '/mcp', status: 503, repeats: 2 },
+        ]);
+        expect(proxied).toHaveLength(2);
+        const counted = events.indexOf(proxied[1] as LogRecord);
+        expect(events.findIndex((r) => r.type === 'status' && r.status === 'running')).toBeGreaterThan(counted);
+      }),
+  );
+
+  it(
+    'a start that fails once the endpoint served writes the counts of its failed requests',
+    { timeout: SERVE_TEST_TIMEOUT_MS },
+    async () => {
+      const clock = new FakeClock(T0);
+      // A valid token and no port chosen yet: the port the endpoint got is saved, and that save fails.
+      const store = await storedWorkload(clock, 'http://127.0.0.1:9', { expired: false, port: 0 });
+      const saving = deferred<number>();
+      const failSave = deferred<undefined>();
+      store.saveMetadata = async (_workload, metadata) => {
+        saving.resolve((metadata as WorkloadSpec).port);
+        await failSave.promise;
+        throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+      };
+      const files = new WorkloadFiles(dir, NAME);
+      const serving = serveWorkload({ store, name: NAME, env: {}, clock });
+      const url = `http://127.0.0.1:${String(await saving.promise)}/mcp`;
+      for (let n = 0; n < 3; n++) expect(await post(url)).toBe(502); // the remote (port 9) refuses
+      failSave.resolve(undefined);
+      await expect(serving).rejects.toMatchObject({ code: 'ENOSPC' });
+
+      const events = await readEvents(files);
+      expect(events.filter((r) => r.type === 'proxy').map((r) => [r.status, r.repeats])).toEqual([
+        [502, undefined],
+        [502, 2],
+      ]);
+      expect(events.at(-1)).toMatchObject({ type: 'workload', event: 'error' });
+      expect(clock.pendingTimers).toBe(0);
+    },
   );
 });

@@ -11,7 +11,14 @@ import { renderTimeline } from '../workloads/timeline.js';
 import { spawnWorkload, stopWorkloadProcess, waitUntilServing } from '../workloads/process.js';
 import { clientFor, login, type LoginChoice } from '../workloads/setup.js';
 import { loadSpec, saveSpec, type WorkloadSpec } from '../workloads/spec.js';
-import { effectiveStatus, readStatus, type WorkloadStatus, workloadNames, writeStatus } from '../workloads/status.js';
+import {
+  effectiveStatus,
+  readStatus,
+  redactUrl,
+  type WorkloadStatus,
+  workloadNames,
+  writeStatus,
+} from '../workloads/status.js';
 import { clientSnippets, type Io, nextStep, progressPrinter, relative, table } from './output.js';
 
 const clock = systemClock;
@@ -34,7 +41,7 @@ export async function currentStatus(files: WorkloadFiles, spec: WorkloadSpec): P
   if (status !== undefined) return effectiveStatus(status);
   return {
     name: spec.name,
-    remoteUrl: spec.remoteUrl,
+    remoteUrl: redactUrl(spec.remoteUrl), // as a workload that ran writes it
     status: 'stopped',
     statusReason: 'not started',
     statusSince: spec.createdAt,

@@ -307,6 +307,7 @@ export class DemoStory {
     // 6. The timeline and the summary.
     await this.#stopBackground();
     this.#say('6. The timeline, from the workload’s event log (keeper state changes left out):');
+    // Complete though the workload still runs: it wrote its count of the outage's 503s when its status turned running.
     const records = await readEvents(files);
     for (const line of timeline(records, this.#started)) this.#write(`${line}\n`);
     this.#write(`\n   The same log drawn as \`tether status ${DEMO_WORKLOAD} --timeline\` draws it:\n`);
@@ -867,7 +868,8 @@ export function timeline(records: readonly LogRecord[], startedAt: number): stri
     if (record.type !== 'proxy') continue;
     const key = `${record.method} ${record.path} → ${String(record.status)}`;
     const at = Date.parse(record.time);
-    // A line with `repeats` stands for that many requests like the one before it (the log folds them).
+    // A line with `repeats` stands for that many requests like the one before it (the log folds them), the
+    // last of them at its time.
     const count = record.repeats ?? 1;
     const entry = proxied.get(key);
     if (entry === undefined) proxied.set(key, { first: at, last: at, count });

@@ -23,7 +23,12 @@ export type LogRecord =
       readonly path: string;
       readonly status: number;
       readonly durationMs: number;
-      /** On a line that closes a {@link ProxyFailureLog} window: how many failures like it were folded into it. */
+      /**
+       * On a line that closes a {@link ProxyFailureLog} window: how many more
+       * failures like the one written before it were folded into this line,
+       * whose `time` is the last one's. `path` is `*` when they were on other
+       * paths than those folded one by one.
+       */
       readonly repeats?: number;
     };
 
@@ -50,11 +55,26 @@ export const EVENT_LOG_MAX_PENDING = 1000;
 /** Default wait after a failed write before the kept lines are tried again (they also go with the next append). */
 export const EVENT_LOG_RETRY_MS = 5_000;
 
+/**
+ * The writes of {@link EventLog} that a full disk can stop part-way; the
+ * default is `node:fs/promises` (a file created `0600`). Supplied by tests.
+ */
+export interface EventLogIo {
+  appendFile(file: string, text: string): Promise<void>;
+  truncate(file: string, size: number): Promise<void>;
+}
+
+const FS_IO: EventLogIo = {
+  appendFile: (file, text) => appendFile(file, text, { mode: 0o600 }),
+  truncate: (file, size) => truncate(file, size),
+};
+
 /** Options of {@link EventLog}. */
 export interface EventLogOptions {
   readonly maxBytes?: number;
   readonly maxPending?: number;
   readonly retryMs?: number;
+  readonly io?: EventLogIo;
 }
 
 /**
@@ -71,6 +91,7 @@ export class EventLog {
   readonly #maxBytes: number;
   readonly #maxPending: number;
   readonly #retryMs: number;
+  readonly #io: EventLogIo;
   /** Records not written yet, oldest first. */
   readonly #pending: LogRecord[] = [];
   /** Records dropped from {@link #pending}, and the time of the last one. */
@@ -78,6 +99,8 @@ export class EventLog {
   #retry: TimerHandle | undefined;
   #writing: Promise<void> = Promise.resolve();
   #size: number | undefined;
+  /** Whether the file ends in part of a line (a crash, or a failed write that could not be cut off). */
+  #torn = false;
 
   constructor(files: WorkloadFiles, clock: Clock, options: EventLogOptions = {}) {
     this.#file = files.events;
@@ -85,6 +108,7 @@ export class EventLog {
     this.#maxBytes = options.maxBytes ?? EVENT_LOG_MAX_BYTES;
     this.#maxPending = options.maxPending ?? EVENT_LOG_MAX_PENDING;
     this.#retryMs = options.retryMs ?? EVENT_LOG_RETRY_MS;
+    this.#io = options.io ?? FS_IO;
   }
 
   /** Appends one record, after any kept from a write that failed. Never rejects. */
@@ -148,24 +172,48 @@ export class EventLog {
   async #write(text: string): Promise<void> {
     if (this.#size === undefined) {
       await mkdir(path.dirname(this.#file), { recursive: true, mode: 0o700 });
-      this.#size = await stat(this.#file).then(
+      const size = await stat(this.#file).then(
         (s) => s.size,
         () => 0,
       );
+      this.#torn = size > 0 && !(await endsWithNewline(this.#file, size));
+      this.#size = size;
     }
     if (this.#size > 0 && this.#size + Buffer.byteLength(text) > this.#maxBytes) {
       await rename(this.#file, `${this.#file}.1`);
       this.#size = 0;
+      this.#torn = false;
     }
+    // After part of a line, start a line of its own: readers skip the broken one, and this one survives.
+    const line = this.#torn ? `\n${text}` : text;
+    const size = this.#size;
     try {
-      await appendFile(this.#file, text, { mode: 0o600 });
+      await this.#io.appendFile(this.#file, line);
     } catch (error) {
       // A full disk may have taken part of the text: cut it off, so the retry does not land after half a line.
-      await truncate(this.#file, this.#size).catch(() => undefined);
-      this.#size = undefined; // read again before the next write
+      // If that fails too, the file is read again before the next write, and its end found torn.
+      await this.#io.truncate(this.#file, size).catch(() => undefined);
+      this.#size = undefined;
       throw error;
     }
-    this.#size += Buffer.byteLength(text);
+    this.#torn = false;
+    this.#size = size + Buffer.byteLength(line);
+  }
+}
+
+/** Whether the file's last byte (at `size - 1`) is a newline; false when it cannot be read. */
+async function endsWithNewline(file: string, size: number): Promise<boolean> {
+  try {
+    const handle = await open(file, 'r');
+    try {
+      const last = Buffer.alloc(1);
+      const { bytesRead } = await handle.read(last, 0, 1, size - 1);
+      return bytesRead === 1 && last[0] === 0x0a;
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return false;
   }
 }
 
@@ -184,58 +232,96 @@ export type ProxyRecord = Extract<LogRecord, { type: 'proxy' }>;
 
 /** Default window in which identical failed requests are folded into one line. */
 export const PROXY_REPEAT_WINDOW_MS = 60_000;
+/** Default number of paths whose failures are folded apart (see {@link ProxyFailureLog}). */
+export const PROXY_MAX_WINDOWS = 100;
+
+/** Options of {@link ProxyFailureLog}. */
+export interface ProxyFailureLogOptions {
+  readonly windowMs?: number;
+  readonly maxWindows?: number;
+}
+
+/** Failures folded into one line: the first was written, `repeats` more came since. */
+interface FoldWindow {
+  repeats: number;
+  last: ProxyRecord;
+  timer: TimerHandle;
+}
 
 /**
  * Folds identical failed requests (method, path, status) so that a client
  * retrying against a `503` does not write a line per request: the first is
  * written at once, then one line per window with how many more there were,
- * for as long as they go on.
+ * stamped with the time of the last of them, for as long as they go on.
+ * {@link ProxyFailureLog.flush} writes the counts still open — the workload calls it when its
+ * status changes (a count never spans an outage's end) and when it stops.
+ *
+ * The path is the client's to choose: failures are folded apart for at most
+ * `maxWindows` paths at a time; on further paths by method and status only
+ * (the count line's path is `*`), in at most `maxWindows` more windows; beyond
+ * those, written one by one. Memory and timers stay bounded either way.
  */
 export class ProxyFailureLog {
   readonly #clock: Clock;
   readonly #write: (record: ProxyRecord) => void;
   readonly #windowMs: number;
-  readonly #windows = new Map<string, { repeats: number; last: ProxyRecord; timer: TimerHandle }>();
+  readonly #maxWindows: number;
+  /** Open windows by method, status and path. */
+  readonly #byPath = new Map<string, FoldWindow>();
+  /** Open windows by method and status, for failures on paths beyond {@link #byPath}'s bound. */
+  readonly #anyPath = new Map<string, FoldWindow>();
 
-  constructor(clock: Clock, write: (record: ProxyRecord) => void, windowMs = PROXY_REPEAT_WINDOW_MS) {
+  constructor(clock: Clock, write: (record: ProxyRecord) => void, options: ProxyFailureLogOptions = {}) {
     this.#clock = clock;
     this.#write = write;
-    this.#windowMs = windowMs;
+    this.#windowMs = options.windowMs ?? PROXY_REPEAT_WINDOW_MS;
+    this.#maxWindows = options.maxWindows ?? PROXY_MAX_WINDOWS;
   }
 
   observe(record: ProxyRecord): void {
-    const key = `${record.method} ${record.path} ${String(record.status)}`;
-    const window = this.#windows.get(key);
+    const kind = `${record.method} ${String(record.status)}`;
+    const exact = `${kind} ${record.path}`;
+    const full = this.#byPath.size >= this.#maxWindows;
+    const window = this.#byPath.get(exact) ?? (full ? this.#anyPath.get(kind) : undefined);
     if (window !== undefined) {
       window.repeats += 1;
       window.last = record;
       return;
     }
     this.#write(record);
-    this.#windows.set(key, { repeats: 0, last: record, timer: this.#arm(key) });
+    if (!full) this.#open(this.#byPath, exact, record);
+    else if (this.#anyPath.size < this.#maxWindows) this.#open(this.#anyPath, kind, record);
   }
 
-  /** Writes the counts still open (the workload stops). */
+  /** Writes the counts still open and closes every window (the outage is over, or the workload stops). */
   flush(): void {
-    for (const key of [...this.#windows.keys()]) this.#close(key, true);
+    for (const key of [...this.#byPath.keys()]) this.#close(this.#byPath, key, true);
+    for (const key of [...this.#anyPath.keys()]) this.#close(this.#anyPath, key, true);
   }
 
-  #arm(key: string): TimerHandle {
+  #open(windows: Map<string, FoldWindow>, key: string, record: ProxyRecord): void {
+    windows.set(key, { repeats: 0, last: record, timer: this.#arm(windows, key) });
+  }
+
+  #arm(windows: Map<string, FoldWindow>, key: string): TimerHandle {
     return this.#clock.setTimeout(() => {
-      this.#close(key, false);
+      this.#close(windows, key, false);
     }, this.#windowMs);
   }
 
   /** Ends a window: its count is written; a window that had repeats opens the next, one without ends. */
-  #close(key: string, final: boolean): void {
-    const window = this.#windows.get(key);
+  #close(windows: Map<string, FoldWindow>, key: string, final: boolean): void {
+    const window = windows.get(key);
     if (window === undefined) return;
     this.#clock.clearTimeout(window.timer);
-    if (window.repeats > 0) this.#write({ ...window.last, time: iso(this.#clock.now()), repeats: window.repeats });
+    if (window.repeats > 0) {
+      const anyPath = windows === this.#anyPath;
+      this.#write({ ...window.last, ...(anyPath && { path: '*' }), repeats: window.repeats });
+    }
     if (window.repeats > 0 && !final) {
       window.repeats = 0;
-      window.timer = this.#arm(key);
-    } else this.#windows.delete(key);
+      window.timer = this.#arm(windows, key);
+    } else windows.delete(key);
   }
 }
 

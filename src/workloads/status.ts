@@ -56,15 +56,20 @@ export function iso(ms: number): string {
 }
 
 /**
- * A URL as workloads write it (status file, event log): the values of its
- * query and a password replaced, since a remote may carry a secret there
- * (`?api_key=…`). Requests use the real URL.
+ * A URL as workloads write and show it (status file, event log, `tether
+ * list`): the user name, the password, every value of the query and the
+ * fragment replaced by `redacted`, since a remote may carry a secret there
+ * (`https://KEY@host/mcp`, `?api_key=…`, `#token=…`). The path is kept: it
+ * names the endpoint, and a secret in the path (`/mcp/KEY`) cannot be told
+ * from a name — it is written as is. Requests use the real URL.
  */
 export function redactUrl(href: string): string {
-  if (!URL.canParse(href)) return href.replace(/[?#].*$/s, '');
+  if (!URL.canParse(href)) return href.replace(/[?#].*$/s, '').replace(/\/\/[^/]*@/, '//redacted@');
   const url = new URL(href);
+  if (url.username !== '') url.username = 'redacted';
   if (url.password !== '') url.password = 'redacted';
   for (const key of new Set(url.searchParams.keys())) url.searchParams.set(key, 'redacted');
+  if (url.hash !== '') url.hash = 'redacted';
   return url.href;
 }
 

@@ -171,6 +171,8 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
     keeper = running;
     running.on((event: KeeperEvent) => {
       metrics.observe(event);
+      // Counts of failed requests end with the status they were answered in, and land before its change.
+      if (event.type === 'status') proxyFailures.flush();
       record(keeperRecord(event));
       if (event.type !== 'status') void publish(); // a status event is published by the sink
     });
@@ -233,8 +235,10 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
     );
     // Not `running` on a credential the keeper is still refreshing: a refresh token spent by a process
     // killed inside a rotation is known lost only once the server answers. `tether start` waits for this.
+    // The wait is armed before the status says `starting`: whoever reads that status knows the wait has begun.
+    const verdictIn = settlesWithin(clock, startupAttempt, STARTUP_VERDICT_WAIT_MS);
     if (running.state === 'refreshing') await setStatus('starting', 'serving; refreshing the stored credentials');
-    const verdict = await settlesWithin(clock, startupAttempt, STARTUP_VERDICT_WAIT_MS);
+    const verdict = await verdictIn;
     serving = true;
     const publishKeeperStatus = (): Promise<void> =>
       running.state === 'refreshing' && running.peekToken() === undefined
@@ -257,7 +261,7 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
         await setStatus('stopping', 'stopping');
         note('stopping', 'stop requested');
         await shutdown();
-        proxyFailures.flush();
+        proxyFailures.flush(); // the endpoint is closed: no more failures to count
         await setStatus('stopped', 'stopped');
         note('stopped', 'stopped');
         await log.flushed();
@@ -266,6 +270,7 @@ export async function serveWorkload(options: ServeOptions): Promise<RunningWorkl
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     await shutdown();
+    proxyFailures.flush(); // the endpoint is closed: no more failures to count
     await setStatus('error', message);
     note('error', message);
     await log.flushed();
