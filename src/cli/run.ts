@@ -7,7 +7,7 @@ import { clientFor, discoverRemote, login, type LoginChoice, scopesFor } from '.
 import { loadSpec, saveSpec, type WorkloadClient, type WorkloadSpec } from '../workloads/spec.js';
 import { CLIENT_SECRET_ENV } from '../oauth/client-secret.js';
 import path from 'node:path';
-import { readStatus, workloadProcessTitle } from '../workloads/status.js';
+import { readStatus, redactUrl, workloadProcessTitle } from '../workloads/status.js';
 import { DEFAULT_LOCK_OPTIONS, withFileLock } from '../store/lock.js';
 import { serveWorkload } from '../workloads/workload.js';
 import { clientSnippets, type Io, progressPrinter } from './output.js';
@@ -59,7 +59,7 @@ export async function run(io: Io, remote: string, options: RunOptions): Promise<
   if (existing !== undefined || (await readStatus(files)) !== undefined) {
     throw new TetherError(
       'ERR_WORKLOAD_EXISTS',
-      `a workload named ${name} already exists${existing === undefined ? '' : ` (for ${existing.remoteUrl})`}; ` +
+      `a workload named ${name} already exists${existing === undefined ? '' : ` (for ${redactUrl(existing.remoteUrl)})`}; ` +
         `\`tether start ${name}\` serves it again, \`tether rm ${name}\` removes it, or choose another --name`,
     );
   }
