@@ -7,11 +7,13 @@
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FakeClock } from '../src/clock/fake.js';
 import { systemClock } from '../src/clock/system.js';
 import {
   closeServer,
@@ -34,6 +36,7 @@ import {
   upstreamRequestHeaders,
 } from '../src/proxy/headers.js';
 import {
+  HEADERS_HOLD_MS,
   MAX_REPLAY_BODY_BYTES,
   type ProxyOptions,
   type ProxyRequestRecord,
@@ -346,6 +349,8 @@ describe('URL mapping', () => {
     ['http://evil.example/steal?x=1', 'https://mcp.example.com/steal?x=1'],
     ['//evil.example/x', 'https://mcp.example.com//evil.example/x'], // a path, never a host
     ['//[', 'https://mcp.example.com//['],
+    ['a:[', 'https://mcp.example.com/'], // a URL whose path is no path
+    ['blob:https://mcp.example.com/mcp', 'https://mcp.example.com/'],
   ])('%s goes to %s', (target, expected) => {
     expect(upstreamUrl(remote, target).href).toBe(expected);
   });
@@ -662,6 +667,23 @@ describe('answers for tether when there is no token to send', () => {
     expect(parse(passed.body)).toEqual({ bytes: body.length, sha256: createHash('sha256').update(body).digest('hex') });
   });
 
+  it('cuts off a 401 whose body does not end, then refreshes and replays', async () => {
+    const up = await upstream((seen, res) => {
+      if (seen.headers.authorization === 'Bearer bad') {
+        res.writeHead(401, { 'www-authenticate': 'Bearer error="invalid_token"' });
+        res.write(Buffer.alloc(128 * 1024)); // and never ends
+        return;
+      }
+      json(res, 200, { ok: true });
+    });
+    const tokens = new FakeTokens('bad', 'good');
+    const { proxy } = await start({ remoteUrl: new URL(up.url), tokens });
+
+    const response = await raw(proxy.url, { method: 'POST', body: '{}' });
+    expect([response.status, parse(response.body)]).toEqual([200, { ok: true }]);
+    expect(tokens.rejections).toEqual(['bad']);
+  });
+
   it('passes 403 insufficient_scope through, without the challenge that would start a step-up login', async () => {
     const up = await upstream(
       replying(
@@ -810,6 +832,57 @@ describe('Streamable HTTP pass-through', () => {
     for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read())
       rest += new TextDecoder().decode(chunk.value);
     expect(rest).toBe('id: 2\ndata: {"n":2}\n\n');
+  });
+
+  it('sends an answer’s headers with its first chunk, or alone once HEADERS_HOLD_MS has passed without one', async () => {
+    const bodies: ((text: string) => void)[] = [];
+    const up = await upstream((_seen, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' }).flushHeaders();
+      bodies.push((text) => res.write(text));
+    });
+    const clock = new FakeClock();
+    const { proxy } = await start({ remoteUrl: new URL(up.url), tokens: new FakeTokens('t'), clock });
+    /** A POST on a raw socket: what arrives in one piece shows. */
+    const post = (): string[] => {
+      const reads: string[] = [];
+      const socket = net.connect(proxy.port, '127.0.0.1', () => {
+        socket.write(`POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${proxy.port}\r\nContent-Length: 2\r\n\r\n{}`);
+      });
+      socket.on('data', (data: Buffer) => reads.push(data.toString()));
+      cleanups.push(() => {
+        socket.destroy();
+        return Promise.resolve();
+      });
+      return reads;
+    };
+
+    const first = post();
+    await expect.poll(() => clock.pendingTimers).toBe(1);
+    expect(first).toEqual([]);
+    bodies[0]?.('data: 1\n\n');
+    await expect.poll(() => first.length).toBe(1);
+    expect(first[0]).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\n[^]*data: 1\n\n/);
+    expect(clock.pendingTimers).toBe(0);
+
+    const second = post();
+    await expect.poll(() => clock.pendingTimers).toBe(1);
+    await clock.advance(HEADERS_HOLD_MS - 1);
+    expect(second).toEqual([]);
+    await clock.advance(1);
+    await expect.poll(() => second.length).toBe(1);
+    expect(second[0]).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\n$/);
+  });
+
+  it('rewrites no endpoint event in a stream that answers a POST: only a GET opens a legacy SSE stream', async () => {
+    const up = await upstream((_seen, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' }).end(`event: endpoint\ndata: ${up.origin}/m\n\n`);
+    });
+    const { proxy } = await start({ remoteUrl: new URL(up.url), tokens: new FakeTokens('t') });
+
+    expect((await raw(proxy.url, { method: 'POST', body: '{}' })).body).toBe(
+      `event: endpoint\ndata: ${up.origin}/m\n\n`,
+    );
+    expect((await raw(proxy.url)).body).toBe(`event: endpoint\ndata: http://127.0.0.1:${proxy.port}/m\n\n`);
   });
 
   it.each(['before the upstream answers', 'in the middle of a stream'])(

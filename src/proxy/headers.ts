@@ -104,19 +104,19 @@ export function rejectsToken(wwwAuthenticate: string | readonly string[] | undef
 }
 
 function forward(headers: HeaderRecord, dropped: ReadonlySet<string>): ForwardedHeaders {
-  const named = connectionOptions(headers['connection']);
+  const listed = connectionOptions(headers['connection']);
   const kept: ForwardedHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    const key = name.toLowerCase();
-    if (value === undefined || HOP_BY_HOP.has(key) || dropped.has(key) || named.has(key)) continue;
+  for (const key of Object.keys(headers)) {
+    const value = headers[key];
+    if (value === undefined || HOP_BY_HOP.has(key) || dropped.has(key) || listed.includes(key)) continue;
     kept[key] = typeof value === 'string' ? value : [...value];
   }
   return kept;
 }
 
 /** The header names listed in `Connection` (RFC 9110 §7.6.1), lower-case. */
-function connectionOptions(connection: string | readonly string[] | undefined): ReadonlySet<string> {
-  if (connection === undefined) return new Set();
+function connectionOptions(connection: string | readonly string[] | undefined): readonly string[] {
+  if (connection === undefined) return [];
   const list = typeof connection === 'string' ? connection : connection.join(',');
-  return new Set(list.split(',').map((name) => name.trim().toLowerCase()));
+  return list.split(',').map((name) => name.trim().toLowerCase());
 }

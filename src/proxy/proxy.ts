@@ -6,18 +6,23 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
-import type { Clock } from '../clock/clock.js';
+import type { Readable, Writable } from 'node:stream';
+import { Agent, EnvHttpProxyAgent, type Dispatcher } from 'undici';
+import type { Clock, TimerHandle } from '../clock/clock.js';
 import { systemClock } from '../clock/system.js';
 import { quoteUntrusted } from '../errors.js';
 import { TokenUnavailableError } from '../keeper/keeper.js';
 import { networkErrorCode } from '../oauth/http.js';
-import { clientResponseHeaders, extraUpstreamHeaders, rejectsToken, upstreamRequestHeaders } from './headers.js';
+import {
+  clientResponseHeaders,
+  extraUpstreamHeaders,
+  type HeaderRecord,
+  rejectsToken,
+  upstreamRequestHeaders,
+} from './headers.js';
 import { allowedHostNames, rebindingRefusal, type RebindingRefusal } from './rebinding.js';
 import { endpointRewriter } from './sse.js';
-import { localTarget, LOCAL_MCP_PATH, localizeUrl, upstreamUrl } from './urls.js';
+import { LOCAL_MCP_PATH, localizeUrl, localPath, upstreamUrl } from './urls.js';
 
 /** Where the proxy gets tokens: the workload's `TokenKeeper` satisfies this. */
 export interface TokenSource {
@@ -59,7 +64,7 @@ export interface ProxyOptions {
   readonly headers?: Readonly<Record<string, string>>;
   /** Called once per request when its answer ends; never gets tokens. */
   readonly onRequest?: (record: ProxyRequestRecord) => void;
-  /** Measures {@link ProxyRequestRecord.durationMs}. Default the system clock. */
+  /** Measures {@link ProxyRequestRecord.durationMs}, times {@link HEADERS_HOLD_MS}. Default the system clock. */
   readonly clock?: Clock;
 }
 
@@ -78,16 +83,22 @@ export const MAX_REPLAY_BODY_BYTES = 1024 * 1024;
 /** How long the upstream may take to answer with headers. There is no body timeout: SSE streams idle for long. */
 export const UPSTREAM_HEADERS_TIMEOUT_MS = 60_000;
 
+/**
+ * How long an answer's headers wait for its first chunk, so that both go out
+ * in one packet: a server often sends its headers first and the body a moment
+ * later. Event streams opened with GET, which may stay silent for long, get
+ * theirs at once.
+ */
+export const HEADERS_HOLD_MS = 50;
+
+/** How much of a `401`'s body is read (and dropped) before its request is cut off. */
+const MAX_DROPPED_BODY_BYTES = 64 * 1024;
+
 /** The status recorded when the client went away before the answer (nginx's "client closed request"). */
 const CLIENT_CLOSED = 499;
 
-/** One request in flight. */
-interface Exchange {
-  /** Aborted when the client goes away (or the answer ends). */
-  readonly abort: AbortController;
-  /** True once the upstream's answer is being passed back. */
-  upstream: boolean;
-}
+/** What became of one upstream request: its answer is going to the client, or it was a `401`. */
+type Outcome = 'relayed' | 'token_refused' | 'unauthorized';
 
 /** A JSON error answer: `error` is stable, `message` says what to do next. */
 interface ErrorAnswer {
@@ -115,7 +126,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const names = allowedHostNames(bindHost);
   const remote = options.remoteUrl;
   const name = options.workloadName;
-  const agent = new EnvHttpProxyAgent({ headersTimeout: UPSTREAM_HEADERS_TIMEOUT_MS, bodyTimeout: 0 });
+  const dispatcher = upstreamDispatcher();
   const server = http.createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -127,82 +138,60 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const port = (server.address() as AddressInfo).port;
 
   const url = `http://${bindHost.includes(':') ? `[${bindHost}]` : bindHost}:${port}${LOCAL_MCP_PATH}`;
+  // The target of nearly every request, mapped once.
+  const mcpTarget = dispatchTarget(upstreamUrl(remote, LOCAL_MCP_PATH));
 
-  /** Passes one request on; `exchange.upstream` turns true when the upstream's answer starts going back. */
-  async function proxy(req: http.IncomingMessage, res: http.ServerResponse, exchange: Exchange): Promise<void> {
+  /** Passes one request on, and its answer back. */
+  async function proxy(exchange: Exchange): Promise<void> {
+    const { req, res } = exchange;
     const refusal = rebindingRefusal(req.headers, names, port);
     if (refusal !== undefined) {
       answer(res, refusalAnswer(refusal, req.headers, url));
       return;
     }
-    const target = upstreamUrl(remote, req.url ?? '/');
-    const headers = { ...upstreamRequestHeaders(req.headers), ...extra };
+    const target = req.url === LOCAL_MCP_PATH ? mcpTarget : dispatchTarget(upstreamUrl(remote, req.url ?? '/'));
+    const headers = upstreamRequestHeaders(req.headers);
+    Object.assign(headers, extra);
     const body = await readBody(req);
-    const send = (token: string): Promise<Dispatcher.ResponseData> =>
-      request(target, {
-        method: req.method as Dispatcher.HttpMethod,
-        headers: { ...headers, authorization: `Bearer ${token}` },
-        body: Buffer.isBuffer(body) && body.length === 0 ? null : body,
-        signal: exchange.abort.signal,
-        dispatcher: agent,
-      });
+    const request: Dispatcher.DispatchOptions = {
+      origin: target.origin,
+      path: target.path,
+      method: req.method as Dispatcher.HttpMethod,
+      headers,
+      body: Buffer.isBuffer(body) && body.length === 0 ? null : body,
+    };
+    const send = (token: string): Promise<Outcome> => {
+      headers['authorization'] = `Bearer ${token}`;
+      return exchange.send(dispatcher, request);
+    };
 
     const token = await options.tokens.getToken();
-    let response = await send(token);
-    if (response.statusCode === 401 && rejectsToken(response.headers['www-authenticate'])) {
-      await response.body.dump();
+    let outcome = await send(token);
+    if (outcome === 'token_refused') {
       // The keeper reports its own failures; getToken() below says what they came to.
       await options.tokens.rejected(token).catch(() => undefined);
       const fresh = await options.tokens.getToken();
-      if (!Buffer.isBuffer(body) || fresh === token) {
-        answer(res, rejectedToken(name));
-        return;
-      }
-      response = await send(fresh);
+      if (Buffer.isBuffer(body) && fresh !== token) outcome = await send(fresh);
     }
-    if (response.statusCode === 401) {
-      await response.body.dump();
-      answer(res, rejectedToken(name));
-      return;
-    }
-
-    const localOrigin = `http://${req.headers.host ?? ''}`;
-    const responseHeaders = clientResponseHeaders(response.headers);
-    const location = responseHeaders['location'];
-    if (typeof location === 'string') responseHeaders['location'] = localizeUrl(location, remote, localOrigin);
-    const rewrite = isPlainEventStream(response.headers);
-    if (rewrite) delete responseHeaders['content-length'];
-    exchange.upstream = true;
-    res.writeHead(response.statusCode, responseHeaders);
-    // The headers go out now, not with the first chunk: an event stream may send none for long.
-    res.flushHeaders();
-    if (rewrite) {
-      await pipeline(
-        response.body,
-        endpointRewriter((url) => localizeUrl(url, remote, localOrigin)),
-        res,
-      );
-    } else {
-      await pipeline(response.body, res);
-    }
+    if (outcome !== 'relayed') answer(res, rejectedToken(name));
   }
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const started = clock.monotonic();
-    const exchange: Exchange = { abort: new AbortController(), upstream: false };
+    const exchange = new Exchange(req, res, remote, clock);
     res.on('close', () => {
-      // A client that went away takes its upstream request with it.
-      exchange.abort.abort();
+      // A client that went away before the whole answer takes its upstream request with it.
+      if (!res.writableEnded) exchange.abandon();
       options.onRequest?.({
         method: req.method ?? '',
-        path: localTarget(req.url ?? '/').pathname,
+        path: localPath(req.url ?? '/'),
         status: res.headersSent ? res.statusCode : CLIENT_CLOSED,
         durationMs: clock.monotonic() - started,
         upstream: exchange.upstream,
       });
     });
-    proxy(req, res, exchange).catch((error: unknown) => {
-      if (res.headersSent || exchange.abort.signal.aborted) res.destroy();
+    proxy(exchange).catch((error: unknown) => {
+      if (res.headersSent || exchange.abandoned) res.destroy();
       else answer(res, failureAnswer(error, name, remote));
     });
   });
@@ -218,35 +207,206 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       );
       server.closeAllConnections();
       await closed;
-      await agent.destroy();
+      await dispatcher.destroy();
     },
   };
 }
 
-/** The request body: buffered when it is at most {@link MAX_REPLAY_BODY_BYTES}, else streamed (and not replayable). */
-async function readBody(req: http.IncomingMessage): Promise<Buffer | Readable> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  const iterator = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  for (;;) {
-    const next = await iterator.next();
-    if (next.done === true) return Buffer.concat(chunks, size);
-    chunks.push(next.value);
-    size += next.value.length;
-    if (size > MAX_REPLAY_BODY_BYTES) return Readable.from(rest(chunks, iterator));
+/** A URL as undici's dispatch takes it. */
+function dispatchTarget(url: URL): { readonly origin: string; readonly path: string } {
+  return { origin: url.origin, path: `${url.pathname}${url.search}` };
+}
+
+const DISPATCHER_OPTIONS = { headersTimeout: UPSTREAM_HEADERS_TIMEOUT_MS, bodyTimeout: 0 } as const;
+
+/**
+ * undici's `EnvHttpProxyAgent` when the environment names a forward proxy
+ * (it reads the variables the same way), else a plain `Agent`: the former
+ * reads `NO_PROXY` from the environment again on every request.
+ */
+function upstreamDispatcher(): Dispatcher {
+  const env = process.env;
+  const forwardProxy = (env['http_proxy'] ?? env['HTTP_PROXY']) || (env['https_proxy'] ?? env['HTTPS_PROXY']);
+  return forwardProxy ? new EnvHttpProxyAgent(DISPATCHER_OPTIONS) : new Agent(DISPATCHER_OPTIONS);
+}
+
+/**
+ * One client request and its upstream requests (a second one replays the
+ * first after a refused token), as undici's dispatch handler: the answer is
+ * written to the client as it arrives (its headers held for the first chunk,
+ * see {@link HEADERS_HOLD_MS}), the upstream paused while the client reads
+ * slower than it sends; a `401`'s body is dropped.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  readonly req: http.IncomingMessage;
+  readonly res: http.ServerResponse;
+  readonly #remote: URL;
+  readonly #clock: Clock;
+  /** True once the upstream's answer is being passed back. */
+  upstream = false;
+  /** True once the client went away before the whole answer. */
+  abandoned = false;
+  #controller: Dispatcher.DispatchController | undefined;
+  /** The current upstream request's: what its `401` means, once one came. */
+  #unauthorized: Outcome | undefined;
+  #dropped = 0;
+  /** Where the answer's body goes once it is passed on: `res`, or the endpoint rewriter in front of it. */
+  #sink: Writable | undefined;
+  /** The timer that sends the headers if no chunk comes within {@link HEADERS_HOLD_MS}. */
+  #headersHeld: TimerHandle | undefined;
+  #settle: { resolve(outcome: Outcome): void; reject(error: unknown): void } | undefined;
+
+  constructor(req: http.IncomingMessage, res: http.ServerResponse, remote: URL, clock: Clock) {
+    this.req = req;
+    this.res = res;
+    this.#remote = remote;
+    this.#clock = clock;
+  }
+
+  /** Sends one upstream request; resolves once its answer is being passed on, or once its `401` has been read. */
+  send(dispatcher: Dispatcher, request: Dispatcher.DispatchOptions): Promise<Outcome> {
+    this.#unauthorized = undefined;
+    this.#dropped = 0;
+    return new Promise((resolve, reject) => {
+      this.#settle = { resolve, reject };
+      dispatcher.dispatch(request, this);
+    });
+  }
+
+  /** The client went away: the upstream request in flight (or the next one) is aborted. */
+  abandon(): void {
+    this.abandoned = true;
+    this.#controller?.abort(new ClientClosedError());
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.abandoned) controller.abort(new ClientClosedError());
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: HeaderRecord): void {
+    if (statusCode < 200) return; // informational: the real answer follows
+    if (statusCode === 401) {
+      this.#unauthorized = rejectsToken(headers['www-authenticate']) ? 'token_refused' : 'unauthorized';
+      return;
+    }
+    try {
+      this.#sink = this.#begin(statusCode, headers);
+    } catch (error) {
+      controller.abort(error instanceof Error ? error : new Error(String(error)));
+      return;
+    }
+    this.#sink.on('drain', () => {
+      controller.resume();
+    });
+    this.#settled('relayed');
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#sink === undefined) {
+      this.#dropped += chunk.length;
+      if (this.#dropped > MAX_DROPPED_BODY_BYTES) controller.abort(new Error('401 body too large'));
+      return;
+    }
+    this.#releaseHeaders();
+    if (!this.#sink.write(chunk)) controller.pause();
+  }
+
+  onResponseEnd(): void {
+    this.#releaseHeaders();
+    if (this.#sink === undefined) this.#settled(this.#unauthorized ?? 'unauthorized');
+    else this.#sink.end();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    this.#releaseHeaders();
+    if (this.#sink !== undefined) this.res.destroy();
+    else if (this.#unauthorized !== undefined) this.#settled(this.#unauthorized);
+    else {
+      this.#settle?.reject(error);
+      this.#settle = undefined;
+    }
+  }
+
+  /** The headers are held no longer: they go out with the next write (or no more, on an error). */
+  #releaseHeaders(): void {
+    if (this.#headersHeld === undefined) return;
+    this.#clock.clearTimeout(this.#headersHeld);
+    this.#headersHeld = undefined;
+  }
+
+  #settled(outcome: Outcome): void {
+    this.#settle?.resolve(outcome);
+    this.#settle = undefined;
+  }
+
+  /** Writes the answer's head; returns where its body goes. */
+  #begin(statusCode: number, upstreamHeaders: HeaderRecord): Writable {
+    const headers = clientResponseHeaders(upstreamHeaders);
+    const location = headers['location'];
+    if (typeof location === 'string') headers['location'] = this.#localize(location);
+    // An event stream opened with GET may stay silent for long; a legacy SSE stream is one, its first event maybe the
+    // `endpoint`. (A POST may be answered with an event stream too: its events answer the request.)
+    const stream = this.req.method === 'GET' && isPlainEventStream(upstreamHeaders);
+    if (stream) delete headers['content-length'];
+    this.res.writeHead(statusCode, headers);
+    this.upstream = true;
+    if (!stream) {
+      this.#headersHeld = this.#clock.setTimeout(() => {
+        this.#headersHeld = undefined;
+        this.res.flushHeaders();
+      }, HEADERS_HOLD_MS);
+      return this.res;
+    }
+    this.res.flushHeaders();
+    const rewriter = endpointRewriter((url) => this.#localize(url));
+    rewriter.pipe(this.res);
+    return rewriter;
+  }
+
+  #localize(url: string): string {
+    return localizeUrl(url, this.#remote, `http://${this.req.headers.host ?? ''}`);
   }
 }
 
-async function* rest(head: readonly Buffer[], tail: AsyncIterator<Buffer>): AsyncIterable<Buffer> {
-  yield* head;
-  for (let next = await tail.next(); next.done !== true; next = await tail.next()) yield next.value;
+/** Why an upstream request was aborted: its client went away. */
+class ClientClosedError extends Error {
+  override readonly name = 'ClientClosedError';
+}
+
+/** The request body: buffered when it is at most {@link MAX_REPLAY_BODY_BYTES}, else `req` itself, to be streamed (and not replayable). */
+function readBody(req: http.IncomingMessage): Promise<Buffer | Readable> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const settle = (body: Buffer | Readable): void => {
+      req.off('data', onData).off('end', onEnd).off('error', reject);
+      resolve(body);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size <= MAX_REPLAY_BODY_BYTES) return;
+      req.pause();
+      req.unshift(Buffer.concat(chunks, size));
+      settle(req);
+    };
+    const onEnd = (): void => {
+      settle(Buffer.concat(chunks, size));
+    };
+    req.on('data', onData).on('end', onEnd).on('error', reject);
+  });
 }
 
 /** An uncompressed event stream: the legacy SSE `endpoint` event can be read and rewritten in it. */
-function isPlainEventStream(headers: http.IncomingHttpHeaders): boolean {
-  const type = headers['content-type']?.split(';')[0]?.trim().toLowerCase();
+function isPlainEventStream(headers: HeaderRecord): boolean {
+  const type = headers['content-type'];
   const encoding = headers['content-encoding'];
-  return type === 'text/event-stream' && (encoding === undefined || encoding.toLowerCase() === 'identity');
+  return (
+    typeof type === 'string' &&
+    type.split(';')[0]?.trim().toLowerCase() === 'text/event-stream' &&
+    (encoding === undefined || (typeof encoding === 'string' && encoding.toLowerCase() === 'identity'))
+  );
 }
 
 function answer(res: http.ServerResponse, error: ErrorAnswer): void {

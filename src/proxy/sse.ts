@@ -8,8 +8,8 @@ import { Transform, type TransformCallback } from 'node:stream';
 /** How much of a stream's start may be held back while looking for the first event. */
 export const ENDPOINT_SCAN_LIMIT_BYTES = 64 * 1024;
 
-// A blank line ends an event; a line ends in CRLF, LF or CR (WHATWG HTML §9.2.6).
-const EVENT_END = /(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)/;
+const CR = 0x0d;
+const LF = 0x0a;
 const LINE_END = /\r\n|\r|\n/;
 const DATA_LINE = /^data:( ?)(.*)$/gm;
 
@@ -21,51 +21,99 @@ const DATA_LINE = /^data:( ?)(.*)$/gm;
  * held back only until its blank line (a client cannot dispatch it earlier
  * anyway); from then on every chunk is passed on as it arrives. A stream
  * whose first event is still unfinished after {@link ENDPOINT_SCAN_LIMIT_BYTES}
- * is passed on as it is.
+ * is passed on as it is. Each byte is scanned once.
  */
 export function endpointRewriter(localize: (url: string) => string): Transform {
-  let pending = Buffer.alloc(0);
+  const boundaries = new EventBoundaries();
+  /** The unfinished event's bytes from earlier chunks. */
+  let held: Buffer[] = [];
+  let heldBytes = 0;
   let scanning = true;
+  let streamStart = true;
   return new Transform({
     transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
       if (!scanning) {
         callback(null, chunk);
         return;
       }
-      pending = Buffer.concat([pending, chunk]);
+      let start = 0;
       while (scanning) {
-        // latin1 maps bytes to characters one to one: the match's index is a byte offset.
-        const end = EVENT_END.exec(pending.toString('latin1'));
-        if (end === null) break;
-        const cut = end.index + end[0].length;
-        const event = rewriteEvent(pending.subarray(0, cut), localize);
-        this.push(event.bytes);
+        const end = boundaries.next(chunk, start);
+        if (end < 0) break;
+        const part = chunk.subarray(start, end);
+        const event = rewriteEvent(heldBytes === 0 ? part : Buffer.concat([...held, part]), localize, streamStart);
+        held = [];
+        heldBytes = 0;
+        streamStart = false;
         scanning = !event.dispatched;
-        pending = pending.subarray(cut);
+        this.push(event.bytes);
+        start = end;
       }
-      if (!scanning || pending.length > ENDPOINT_SCAN_LIMIT_BYTES) {
+      const rest = chunk.subarray(start);
+      held.push(rest);
+      heldBytes += rest.length;
+      if (!scanning || heldBytes > ENDPOINT_SCAN_LIMIT_BYTES) {
         scanning = false;
-        if (pending.length > 0) this.push(pending);
-        pending = Buffer.alloc(0);
+        if (heldBytes > 0) this.push(Buffer.concat(held, heldBytes));
+        held = [];
+        heldBytes = 0;
       }
       callback();
     },
     flush(callback: TransformCallback) {
-      callback(null, pending.length > 0 ? pending : undefined);
+      callback(null, heldBytes > 0 ? Buffer.concat(held, heldBytes) : undefined);
     },
   });
 }
 
-/** One whole event: an `endpoint` event's data localized; whether a client dispatches it (it has data). */
+/**
+ * Where events end in a stream read in chunks: just after each blank line. A
+ * line ends in CRLF, LF or CR (WHATWG HTML §9.2.6); the state carries over
+ * from chunk to chunk, so that every byte is looked at once.
+ */
+class EventBoundaries {
+  /** No byte of the current line seen yet: a line end now ends an event. */
+  #lineEmpty = true;
+  /** The last byte was a CR: a LF now belongs to its line end. */
+  #afterCr = false;
+
+  /** The offset just after the next blank line in `chunk` at or after `from`, or -1 when there is none. */
+  next(chunk: Buffer, from: number): number {
+    for (let i = from; i < chunk.length; i++) {
+      const byte = chunk[i];
+      if (byte === LF && this.#afterCr) {
+        this.#afterCr = false;
+      } else if (byte === LF || byte === CR) {
+        this.#afterCr = byte === CR;
+        const blank = this.#lineEmpty;
+        this.#lineEmpty = true;
+        if (blank) return i + 1;
+      } else {
+        this.#afterCr = false;
+        this.#lineEmpty = false;
+      }
+    }
+    return -1;
+  }
+}
+
+/**
+ * One whole event: an `endpoint` event's data localized; whether a client
+ * dispatches it (it has data). At the stream's start, a byte order mark is
+ * kept but not read, as a client's UTF-8 decoder drops it.
+ */
 function rewriteEvent(
   bytes: Buffer,
   localize: (url: string) => string,
+  streamStart: boolean,
 ): { readonly bytes: Buffer; readonly dispatched: boolean } {
   const text = bytes.toString('utf8');
-  const { type, hasData } = describeEvent(text);
+  const bom = streamStart && text.startsWith('\uFEFF') ? '\uFEFF' : '';
+  const fields = text.slice(bom.length);
+  const { type, hasData } = describeEvent(fields);
   if (type !== 'endpoint' || !hasData) return { bytes, dispatched: hasData };
-  const rewritten = text.replace(DATA_LINE, (_line, space: string, url: string) => `data:${space}${localize(url)}`);
-  return { bytes: Buffer.from(rewritten), dispatched: true };
+  const rewritten = fields.replace(DATA_LINE, (_line, space: string, url: string) => `data:${space}${localize(url)}`);
+  return { bytes: Buffer.from(`${bom}${rewritten}`), dispatched: true };
 }
 
 /** An event's type and whether it has data (only then is it dispatched). */
@@ -76,7 +124,7 @@ function describeEvent(event: string): { readonly type: string; readonly hasData
     const colon = line.indexOf(':');
     const field = colon < 0 ? line : line.slice(0, colon);
     if (field === 'data') hasData = true;
-    if (field === 'event') type = line.slice(colon + 1).replace(/^ /, '');
+    if (field === 'event') type = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
   }
   return { type, hasData };
 }

@@ -38,7 +38,14 @@ export function localTarget(requestTarget: string): URL {
     return new URL(`http://localhost${requestTarget}`);
   }
   const absolute = URL.canParse(requestTarget) ? new URL(requestTarget) : undefined;
-  return new URL(`http://localhost${absolute === undefined ? '/' : `${absolute.pathname}${absolute.search}`}`);
+  // A URL of another scheme may have a path that is no path (`a:b`, `blob:https://…`).
+  const path = absolute?.pathname.startsWith('/') === true ? `${absolute.pathname}${absolute.search}` : '/';
+  return new URL(`http://localhost${path}`);
+}
+
+/** The local path of a request target, without the query (see {@link localTarget}). */
+export function localPath(requestTarget: string): string {
+  return requestTarget === LOCAL_MCP_PATH ? LOCAL_MCP_PATH : localTarget(requestTarget).pathname;
 }
 
 /**
