@@ -457,36 +457,35 @@ describe('rejectsToken and the header filters (src/proxy/headers.ts)', () => {
     TEST_TIMEOUT_MS,
   );
 
-  // Names as Node and undici give them: lower-case. `__proto__` is left out: undici hands a response header of that
-  // name over as an own property, but `kept[key] = value` then sets the copy's prototype (see the report).
-  const headerName = fc
-    .oneof(
-      fc.constantFrom(
-        'connection',
-        'keep-alive',
-        'proxy-authenticate',
-        'proxy-authorization',
-        'te',
-        'trailer',
-        'transfer-encoding',
-        'upgrade',
-        'authorization',
-        'host',
-        'expect',
-        'origin',
-        'referer',
-        'cookie',
-        'www-authenticate',
-        'set-cookie',
-        'content-type',
-        'mcp-session-id',
-        'x-listed',
-        'constructor',
-        'tostring',
-      ),
-      token.map((t) => t.toLowerCase()),
-    )
-    .filter((name) => name !== '__proto__');
+  // Names as Node and undici give them: lower-case. `__proto__` is in: undici hands a response header of that name
+  // over as an own property, and the filters must drop it rather than set the copy's prototype.
+  const headerName = fc.oneof(
+    fc.constantFrom(
+      'connection',
+      'keep-alive',
+      'proxy-authenticate',
+      'proxy-authorization',
+      'te',
+      'trailer',
+      'transfer-encoding',
+      'upgrade',
+      'authorization',
+      'host',
+      'expect',
+      'origin',
+      'referer',
+      'cookie',
+      'www-authenticate',
+      'set-cookie',
+      'content-type',
+      'mcp-session-id',
+      'x-listed',
+      'constructor',
+      'tostring',
+      '__proto__',
+    ),
+    token.map((t) => t.toLowerCase()),
+  );
   const headerRecord: fc.Arbitrary<Record<string, string | string[] | undefined>> = fc
     .tuple(
       fc.array(
@@ -524,12 +523,20 @@ describe('rejectsToken and the header filters (src/proxy/headers.ts)', () => {
                 .split(',')
                 .map((n) => n.trim().toLowerCase()),
             );
-            const gone = new Set<string>([...hopByHop, 'transfer-encoding', 'upgrade', ...dropped, ...listed]);
+            const gone = new Set<string>([
+              ...hopByHop,
+              'transfer-encoding',
+              'upgrade',
+              '__proto__',
+              ...dropped,
+              ...listed,
+            ]);
             for (const [key, value] of Object.entries(input)) {
               if (value === undefined || gone.has(key)) expect(Object.hasOwn(output, key)).toBe(false);
               else expect(output[key]).toEqual(value);
             }
             expect(Object.keys(output).every((key) => Object.hasOwn(input, key))).toBe(true);
+            expect(Object.getPrototypeOf(output)).toBe(Object.prototype);
             expect(JSON.stringify(output).length).toBeLessThanOrEqual(JSON.stringify(input).length);
           }),
           { numRuns: 500 },

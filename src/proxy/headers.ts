@@ -108,7 +108,10 @@ function forward(headers: HeaderRecord, dropped: ReadonlySet<string>): Forwarded
   const kept: ForwardedHeaders = {};
   for (const key of Object.keys(headers)) {
     const value = headers[key];
-    if (value === undefined || HOP_BY_HOP.has(key) || dropped.has(key) || listed.includes(key)) continue;
+    // `__proto__` is no header anyone sends on purpose, and assigning it would set the copy's prototype.
+    if (value === undefined || key === '__proto__' || HOP_BY_HOP.has(key) || dropped.has(key) || listed.includes(key)) {
+      continue;
+    }
     kept[key] = typeof value === 'string' ? value : [...value];
   }
   return kept;
