@@ -21,7 +21,8 @@
  *    spread. On the real clock for short tokens (`--storm-lifetime-seconds`,
  *    default 15); on a `FakeClock` for what would take too long to wait out:
  *    lifetimes of 100 s, 5 min and 1 h, a restart whose stored tokens are
- *    already due and a wake from sleep (both paced over ~100 s). The fake
+ *    already due — keepers started together, and one after another — and a
+ *    wake from sleep (all paced over ~100 s). The fake
  *    clock runs the same keeper code, with a token endpoint that answers at
  *    once.
  *
@@ -159,6 +160,8 @@ interface FleetOptions {
   readonly onRequest?: (index: number) => void;
   /** The keeper's source of jitter; default Math.random. */
   readonly random?: (index: number) => () => number;
+  /** Start each keeper once the one before has started (`for … await start()`), not all together. */
+  readonly oneByOne?: boolean;
 }
 
 const ignoreStatus = (): void => undefined;
@@ -205,7 +208,7 @@ class Fleet {
 
   /** Makes and starts the keepers; resolves with when their first tokens were issued. */
   async start(options: FleetOptions): Promise<number> {
-    const { clock, lifetimeMs, tokens, issuedAgoMs = 0, random } = options;
+    const { clock, lifetimeMs, tokens, issuedAgoMs = 0, random, oneByOne = false } = options;
     const issuedAt = clock.now() - issuedAgoMs;
     const starts: Promise<void>[] = [];
     for (let i = 0; i < this.size; i++) {
@@ -220,7 +223,8 @@ class Fleet {
         ...(random && { random: random(i) }),
       });
       this.keepers[i] = keeper;
-      starts.push(keeper.start());
+      if (oneByOne) await keeper.start();
+      else starts.push(keeper.start());
     }
     await Promise.all(starts);
     return issuedAt;
@@ -449,9 +453,14 @@ const CATCH_UP_BOUND_MS = 5 * MINUTE;
  * On a fake clock, two waves: the first refresh of every keeper and the one
  * after it (its new token was issued when the first wave reached it).
  * `restart`: 1-hour tokens stored 52 minutes ago, so due when the keepers
- * start. `wake`: 1-hour tokens, then the machine sleeps past their expiry.
+ * start (`restart-one-by-one`: each started once the one before has). `wake`:
+ * 1-hour tokens, then the machine sleeps past their expiry.
  */
-async function fakeStorm(kind: 'together' | 'restart' | 'wake', n: number, lifetimeMs: number): Promise<StormResult> {
+async function fakeStorm(
+  kind: 'together' | 'restart' | 'restart-one-by-one' | 'wake',
+  n: number,
+  lifetimeMs: number,
+): Promise<StormResult> {
   const clock = new FakeClock();
   const fleet = new Fleet(n);
   const arrivals: number[] = [];
@@ -459,7 +468,8 @@ async function fakeStorm(kind: 'together' | 'restart' | 'wake', n: number, lifet
     clock,
     lifetimeMs,
     tokens: JWT_TOKENS,
-    issuedAgoMs: kind === 'restart' ? DUE_ISSUED_AGO_MS : 0,
+    issuedAgoMs: kind === 'restart' || kind === 'restart-one-by-one' ? DUE_ISSUED_AGO_MS : 0,
+    oneByOne: kind === 'restart-one-by-one',
     onRequest: () => arrivals.push(clock.now()),
   });
   if (kind === 'wake') {
@@ -482,6 +492,7 @@ async function fakeStorm(kind: 'together' | 'restart' | 'wake', n: number, lifet
     scenario: {
       together: 'tokens issued together',
       restart: `restart, stored tokens due (1 h, issued ${DUE_ISSUED_AGO_MS / MINUTE} min ago)`,
+      'restart-one-by-one': `restart, stored tokens due, keepers started one after another`,
       wake: `wake after ${SLEEP_MS / HOUR} h asleep`,
     }[kind],
     clock: 'fake',
@@ -555,7 +566,7 @@ progress('storms on the fake clock');
 for (const lifetimeMs of [WALL_STORM_LIFETIME_S * SECOND, 100 * SECOND, 5 * MINUTE, HOUR]) {
   for (const n of SIZES) storms.push(await fakeStorm('together', n, lifetimeMs));
 }
-for (const kind of ['restart', 'wake'] as const) {
+for (const kind of ['restart', 'restart-one-by-one', 'wake'] as const) {
   for (const n of SIZES) storms.push(await fakeStorm(kind, n, HOUR));
 }
 const runSeconds = (performance.now() - startedAt) / SECOND;

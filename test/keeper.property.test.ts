@@ -87,7 +87,8 @@ function brokenInvariant(s: Scenario, r: SimRecord): string | undefined {
     if ((st.status === 'unauthenticated') !== (st.state === 'unauthenticated'))
       return `status ${st.status} in state ${String(st.state)}`;
     if (st.status === 'auth_retrying' && st.tokenValid) return `auth_retrying while a valid token is held`;
-    if (st.status === 'auth_retrying' && st.state !== 'backoff' && st.state !== 'refreshing')
+    // Failing, or waiting to refresh a token it cannot serve (`fresh`: the gap after the last attempt, or its turn).
+    if (st.status === 'auth_retrying' && st.state !== 'backoff' && st.state !== 'refreshing' && st.state !== 'fresh')
       return `auth_retrying in state ${String(st.state)}`;
   }
 

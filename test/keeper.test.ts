@@ -406,6 +406,24 @@ describe('TokenKeeper — the store', () => {
     await expect(h.keeper.trigger('manual')).resolves.toBeUndefined(); // nothing hangs
   });
 
+  it('an attempt given up at its deadline after the server rotated the token: the set it saved is held, never the spent refresh token', async () => {
+    const h = await startHarness();
+    let slow = true;
+    h.endpoint.beforeAnswer = () => {
+      if (!slow) return Promise.resolve();
+      slow = false; // the first request reaches the server, which answers 65 s later, past the deadline
+      return new Promise((resolve) => h.clock.setTimeout(resolve, ATTEMPT_DEADLINE_MS + 5 * SECOND));
+    };
+    await h.clock.advance(45 * MINUTE + ATTEMPT_DEADLINE_MS + 10 * SECOND);
+    expect(attempts(h.events).map((a) => [a.outcome, a.reason])).toEqual([['transient', 'attempt_timeout']]);
+    expect(h.store.tokens).toMatchObject({ accessToken: 'at-2', refreshToken: h.endpoint.current });
+    expect(h.keeper.peekToken()).toBe('at-2');
+    expect(h.keeper.state).toBe('fresh'); // the episode the deadline began is over
+    await h.clock.advance(2 * HOUR);
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'ok', 'ok']);
+    expect(h.statuses).toEqual([]);
+  });
+
   it('an unreadable store stops the exchange before a possibly spent refresh token is sent', async () => {
     const h = await startHarness();
     h.store.failLoads = true;
@@ -602,6 +620,55 @@ describe('TokenKeeper — a save that failed (D4)', () => {
     expect(h.store.saved).toEqual([login]);
     expect(events(h, 'persist_recovered')).toHaveLength(1);
   });
+  it('takes the lock before its place in the save queue, as new credentials do: no stall behind the lock', async () => {
+    const h = await startHarness();
+    await refreshWithSavesFailing(h); // at-2's save failed at 45:00; the retry comes at 45:01
+    h.store.failSaves = false;
+    void h.store.holdLock(3 * SECOND); // another process holds the lock until 45:03.1: the retry waits for it
+    await h.clock.advance(SECOND);
+    const login = h.endpoint.login();
+    h.keeper.setTokens(login); // `tether login` meanwhile: its save waits for the lock too
+    await h.clock.advance(5 * SECOND);
+    expect(h.store.tokens).toEqual(login);
+    expect(h.store.saved.map((t) => t.accessToken)).toEqual(['at-2', login.accessToken]);
+    expect(events(h, 'persist_failed')).toEqual([expect.objectContaining({ detail: 'ENOSPC' })]);
+    expect(h.store.lockTimeouts).toBe(0);
+    let stopped = false;
+    void h.keeper.stop().then(() => (stopped = true));
+    await h.clock.advance(SECOND);
+    expect(stopped).toBe(true);
+  });
+
+  it('a save that failed after writing is still its own: the retry of a later set is not dropped for it', async () => {
+    const h = await startHarness();
+    await h.clock.advance(10 * MINUTE);
+    h.store.failAfterWriting = 1;
+    await h.keeper.trigger('manual'); // at-2: written, but the save reports a failure
+    expect(h.store.tokens?.accessToken).toBe('at-2');
+    h.store.failSaves = true;
+    await h.keeper.trigger('manual'); // at-3, refreshed with at-2's refresh token: its save fails
+    h.store.failSaves = false;
+    await h.clock.advance(MINUTE);
+    expect(h.store.tokens).toMatchObject({ accessToken: 'at-3', refreshToken: h.endpoint.current });
+    await h.clock.advance(2 * HOUR);
+    expect(h.endpoint.requests.map((r) => r.answer)).not.toContain('invalid_grant');
+    expect(h.keeper.status).toBe('running');
+    expect(h.events.filter((e) => e.type === 'adopted')).toEqual([]);
+  });
+
+  it('new credentials that wait for the lock are not written over the refresh made of them meanwhile', async () => {
+    const h = await startHarness();
+    h.store.lockLastComeFirst = true;
+    void h.store.holdLock(SECOND); // another process holds the lock
+    const login = h.endpoint.login();
+    const due = { ...login, issuedAt: h.clock.now() - 30 * MINUTE, expiresAt: h.clock.now() + 5 * MINUTE };
+    h.keeper.setTokens(due); // due at once: its save, then its refresh wait for the lock; the refresh gets it first
+    await h.clock.advance(5 * SECOND);
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok']);
+    expect(h.store.tokens).toMatchObject({ refreshToken: h.endpoint.current });
+    await h.clock.advance(2 * HOUR);
+    expect(h.endpoint.requests.map((r) => r.answer)).not.toContain('invalid_grant');
+  });
 });
 
 describe('TokenKeeper — concurrency and shutdown', () => {
@@ -786,6 +853,39 @@ describe('TokenKeeper — a token the resource server rejects', () => {
     await h.clock.advance(5 * MINUTE);
     expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying', 'running']);
     expect(await h.keeper.getToken()).toMatch(/^at-/);
+  });
+
+  it('a rejected token is trusted again after the probe minimum, and twice as long after each further rejection', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(50 * MINUTE); // failing since 45 min; at-1 valid until 59 min
+    const probe = h.config.probeMinInterval;
+    await h.keeper.rejected('at-1'); // a glitch of the resource server
+    expect(h.keeper.peekToken()).toBeUndefined();
+    await h.clock.advance(probe);
+    expect(h.keeper.peekToken()).toBe('at-1'); // served again
+    await h.keeper.rejected('at-1');
+    await h.clock.advance(probe);
+    expect(h.keeper.peekToken()).toBeUndefined();
+    await h.clock.advance(probe);
+    expect(h.keeper.peekToken()).toBe('at-1');
+    const turns = h.statuses.map((s) => s.status);
+    expect(turns).toEqual(['auth_retrying', 'running', 'auth_retrying', 'running']);
+    expect(h.keeper.snapshot().refresh.state).toBe('degraded');
+  });
+
+  it('a token distrusted for good while failing ends its distrust at its expiry for sending', async () => {
+    const h = await startHarness();
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(50 * MINUTE);
+    for (let i = 0; i < 8; i++) {
+      await h.keeper.rejected('at-1'); // the resource server refuses it each time it is tried
+      await h.clock.advance(h.keeper.peekToken() === undefined ? 5 * MINUTE : 0);
+    }
+    await h.clock.advance(10 * MINUTE); // past 59 min
+    expect(h.keeper.peekToken()).toBeUndefined();
+    expect(h.keeper.status).toBe('auth_retrying');
+    expect(h.clock.pendingTimers).toBeLessThanOrEqual(2); // the next attempt (and the save retry, if any)
   });
 
   it('a late rejection of a token already replaced changes nothing, also while failing', async () => {
@@ -978,6 +1078,27 @@ describe('TokenKeeper — improvements over give-up and fixed-cadence monitors',
     await h.keeper.trigger('wake');
     expect(h.endpoint.requests.length - before).toBe(1);
     expect(h.keeper.status).toBe('unauthenticated');
+  });
+
+  it('a start with a stored token that has expired refreshes at once, with no status written', async () => {
+    const h = await startHarness();
+    await h.clock.advance(2 * HOUR); // at-3 since 1 h 30 min
+    const statuses: string[] = [];
+    const keeper = new TokenKeeper({
+      clock: h.clock,
+      config: h.config,
+      refresh: (token, signal) => h.endpoint.refresh(token, signal),
+      store: h.store,
+      status: (status) => statuses.push(status),
+    });
+    await h.keeper.stop();
+    h.clock.sleep(HOUR); // the machine was off: at-3 has expired
+    await keeper.start();
+    await h.clock.flush();
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok', 'ok', 'ok']);
+    expect(keeper.peekToken()).toBe('at-4');
+    expect(statuses).toEqual([]);
+    await keeper.stop();
   });
 
   it('a wake with a fresh token past its refresh point refreshes at once', async () => {

@@ -58,8 +58,16 @@ export class TokenUnavailableError extends TetherError {
 interface HeldToken {
   readonly set: TokenSet;
   readonly refreshAt: number;
+  /** Served while the wall clock is before this: its expiry for sending, or the moment it was distrusted. */
   readonly sendExpiresAt: number;
   readonly promise: Promise<string>;
+  /**
+   * The resource server rejected it while refreshes were failing: it is not
+   * served until `until`, then trusted again until `expiresAt` (its real
+   * expiry for sending); `times` counts the rejections, each doubling the next
+   * distrust.
+   */
+  readonly distrust?: { readonly until: number; readonly times: number; readonly expiresAt: number };
 }
 
 /** A run of consecutive failed attempts. */
@@ -117,15 +125,27 @@ const BAD_EXPIRES_IN: Classification = {
 const MIN_REFRESH_GAP_MS = 1000;
 
 /** Triggers that reach every keeper of a process at the same moment: their attempts are paced. */
-const CATCH_UP: ReadonlySet<Trigger> = new Set<Trigger>(['startup', 'network', 'wake']);
+type CatchUpTrigger = Extract<Trigger, 'startup' | 'network' | 'wake'>;
 
-/** The keeper's state: each kind holds only its own data (STYLE.md §2). */
+function isCatchUp(trigger: Trigger): trigger is CatchUpTrigger {
+  return trigger === 'startup' || trigger === 'network' || trigger === 'wake';
+}
+
+/**
+ * The keeper's state: each kind holds only its own data (STYLE.md §2).
+ * `catchUp`: a catch-up attempt is wanted and waits in the pacer's line, with
+ * the trigger that asked for it (reported when it starts).
+ */
 type State =
   | { readonly kind: 'idle' }
-  /** `catchUpAt`: the monotonic time of the pacer's slot for a catch-up attempt that is due. */
-  | { readonly kind: 'fresh'; readonly catchUpAt?: number }
+  | { readonly kind: 'fresh'; readonly catchUp?: CatchUpTrigger }
   | { readonly kind: 'refreshing'; readonly episode: Episode | undefined; readonly flight: Promise<void> }
-  | { readonly kind: 'backoff'; readonly episode: Episode; readonly nextAttemptAt: number }
+  | {
+      readonly kind: 'backoff';
+      readonly episode: Episode;
+      readonly nextAttemptAt: number;
+      readonly catchUp?: CatchUpTrigger;
+    }
   | { readonly kind: 'unauthenticated'; readonly reason: string; readonly episode: Episode | undefined }
   | { readonly kind: 'stopped' };
 
@@ -143,14 +163,20 @@ type State =
  * moment, so the keepers sharing a clock share a {@link CatchUpPacer} that
  * admits them at `max(5, 1% of the keepers)` per second. A lone keeper (the
  * CLI's one workload per process) still tries at once, as DESIGN §3.2 point 7
- * says; 10,000 keepers spread their catch-up over about 100 s. A paced
- * attempt starts from the timer (as `schedule`, like a trigger that waited out
- * its minimum gap). Urgent attempts are never paced: a request waiting for a
- * token (demand), `tether refresh`, a token the resource server rejected.
+ * says; 10,000 keepers spread their catch-up over about 100 s. A keeper not
+ * admitted waits in line (keepers with no valid token first) and starts its
+ * attempt when its turn comes, reported with the trigger that asked for it;
+ * while it waits with no valid token its status is `auth_retrying`, with the
+ * estimated turn as the next attempt. Urgent attempts are never paced: a
+ * request waiting for a token (demand), `tether refresh`, a token the
+ * resource server rejected.
  *
  * A save that fails (full disk, read-only directory) does not stop the
  * keeper: the token is served from memory, and the save is retried on a
- * backoff, and once more by `stop()`, until one lands.
+ * backoff, and once more by `stop()`, until one lands. Every save takes the
+ * store's lock first and then its place in the keeper's queue of saves —
+ * never the other way round, or a save waiting for the lock and a retry
+ * holding it would wait for each other.
  */
 export class TokenKeeper {
   readonly #clock: Clock;
@@ -173,12 +199,22 @@ export class TokenKeeper {
   /** The last save in progress: saves are chained so they land in order. */
   #saving: Promise<void> = Promise.resolve();
   /**
+   * Generations of the token sets handed to be saved, in the order they were
+   * made, and the newest one written so far: a set made before one already
+   * written (new credentials that waited for the lock while an attempt
+   * refreshed them) is not written over it.
+   */
+  #generations = 0;
+  #written = 0;
+  /**
    * The newest token set whose save failed, and the failed saves so far. The
    * store still holds an older set — after a rotation, with a spent refresh
    * token — so it is saved again until a save lands.
    */
-  #unsaved: { readonly tokens: TokenSet; readonly failures: number } | undefined;
+  #unsaved: { readonly tokens: TokenSet; readonly failures: number; readonly generation: number } | undefined;
   #saveRetry: TimerHandle | undefined;
+  /** Counts the credentials put in place by setTokens(): an exchange begun on older ones does not save its result. */
+  #credential = 0;
   /**
    * The access token of the set the store last held as far as this keeper
    * knows (what it started from, saved, or adopted). A stored set that differs
@@ -188,6 +224,13 @@ export class TokenKeeper {
    * still on disk is not mistaken for a rotation.
    */
   #lastKnownStored: string | undefined;
+  /**
+   * Access tokens of this keeper's sets whose saves failed since one last
+   * landed. A failed save may have written after all (a rename that landed
+   * before a failed fsync), so the store holding one of them is no sign of
+   * another process: each is older than the set held.
+   */
+  #failedSaves: string[] | undefined;
 
   constructor(options: KeeperOptions) {
     this.#options = options;
@@ -220,9 +263,9 @@ export class TokenKeeper {
   async start(initial?: TokenSet): Promise<void> {
     if (this.#state.kind !== 'idle')
       throw new TetherError('ERR_KEEPER_STATE', `keeper cannot start from state ${this.#state.kind}`);
-    this.#pacer.join(this);
     const tokens = initial ?? (await this.#options.store.load());
     if (this.state !== 'idle') return; // stopped while loading
+    this.#pacer.join(this); // only now: a start that failed to load must not count for ever
     if (tokens === undefined) {
       this.#transition({ kind: 'unauthenticated', reason: 'no stored credentials', episode: undefined });
       return;
@@ -257,8 +300,12 @@ export class TokenKeeper {
   setTokens(tokens: TokenSet): void {
     if (this.#state.kind === 'stopped') throw new TetherError('ERR_KEEPER_STOPPED', 'the keeper has been stopped');
     this.#attemptAbort?.abort(SUPERSEDED);
-    // Saved after any save of the old credential still in progress, so the old one cannot land last.
-    void this.#persist(tokens);
+    this.#credential++;
+    // Under the lock, then after any save of the old credential still in progress, so the old one cannot land last.
+    const generation = ++this.#generations;
+    this.#locked(() => this.#persist(tokens, generation)).catch((error: unknown) => {
+      this.#saveFailed(tokens, error, generation); // the lock could not be had
+    });
     this.#accept(tokens, 'new credentials', 'manual');
   }
 
@@ -283,10 +330,12 @@ export class TokenKeeper {
   /**
    * A trigger from outside: a network change, a wake from sleep, or a manual
    * `tether refresh`. Starts an attempt at once if the minimum gap and
-   * `Retry-After` allow it — a network change or a wake in the pacer's next
-   * slot, which is now unless many keepers share the process — else moves the
-   * next attempt to the earliest allowed moment. Resolves when the attempt it
-   * started (if any) ends.
+   * `Retry-After` allow it — a network change or a wake when the pacer admits
+   * it, which is at once unless many keepers share the process, else when its
+   * turn comes (a keeper already in line keeps its place; one in backoff whose
+   * own attempt comes sooner does not queue) — else moves the next attempt to
+   * the earliest allowed moment. Resolves when the attempt it started (if
+   * any) ends.
    */
   trigger(trigger: 'network' | 'wake' | 'manual'): Promise<void> {
     if (trigger !== 'manual') this.#options.resetTransport?.();
@@ -321,9 +370,12 @@ export class TokenKeeper {
    * keeper that is already failing keeps its backoff. Resolves when the
    * attempt (if any) ends; `getToken()` then answers from it.
    *
-   * While refreshes fail, a rejected token is no longer served: every request
-   * would only earn another `401`. The keeper is then `auth_retrying`, and
-   * requests get the seconds until the next attempt (and may trigger one).
+   * While refreshes fail, a rejected token is not served for a while: every
+   * request would only earn another `401`. The keeper is then `auth_retrying`,
+   * and requests get the seconds until the next attempt (and may trigger
+   * one). The token is trusted again after the probe minimum — one stray
+   * `401` must not take a valid token out of service for a whole outage —
+   * and each further rejection doubles the time, up to the tick interval.
    */
   rejected(token: string): Promise<void> {
     const state = this.#state;
@@ -342,7 +394,8 @@ export class TokenKeeper {
   snapshot(): KeeperSnapshot {
     const state = this.#state;
     const episode = 'episode' in state ? state.episode : undefined;
-    const nextAttemptAt = state.kind === 'backoff' ? this.#toWall(state.nextAttemptAt) : undefined;
+    const next = this.#nextAttempt();
+    const nextAttemptAt = next === undefined ? undefined : this.#toWall(next);
     return {
       state: state.kind,
       status: this.#status,
@@ -358,6 +411,21 @@ export class TokenKeeper {
       },
       token: this.#held?.set.expiresAt !== undefined ? { expiresAt: this.#held.set.expiresAt } : {},
     };
+  }
+
+  /**
+   * Monotonic time of the next attempt, to report it: while in backoff, or
+   * while no valid token is left — the scheduled attempt, or the estimated turn
+   * of a catch-up attempt waiting in the pacer's line, whichever comes first.
+   */
+  #nextAttempt(): number | undefined {
+    const state = this.#state;
+    const mono = this.#clock.monotonic();
+    const turn = catchUpOf(state) === undefined ? undefined : this.#pacer.estimate(this);
+    const inLine = turn === undefined ? Infinity : mono + turn;
+    if (state.kind === 'backoff') return Math.min(state.nextAttemptAt, inLine);
+    if (state.kind !== 'fresh' || this.#health() !== 'failing') return undefined;
+    return Math.min(inLine, state.catchUp === undefined ? mono + this.#refreshDueIn() : Infinity);
   }
 
   /** Same as {@link snapshot}, for `JSON.stringify`. */
@@ -451,26 +519,39 @@ export class TokenKeeper {
 
   /**
    * Starts an attempt unless one is in flight (single flight). A catch-up
-   * attempt waits for the pacer's slot if it is not free now: the state's
-   * timer is aimed at the slot instead.
+   * attempt starts only when the pacer admits it; until then it waits in
+   * line, and its timer asks again when its turn comes.
    */
   #startAttempt(trigger: Trigger): Promise<void> {
     const state = this.#state;
     if (state.kind === 'refreshing') return state.flight;
-    const wait = CATCH_UP.has(trigger) ? this.#pacer.reserve(this.#clock.monotonic()) : 0;
-    if (wait > 0) {
-      const slot = this.#clock.monotonic() + wait;
-      if (state.kind === 'fresh') this.#transition({ kind: 'fresh', catchUpAt: slot });
-      else if (state.kind === 'backoff' && slot < state.nextAttemptAt)
-        this.#transition({ ...state, nextAttemptAt: slot });
-      return Promise.resolve();
-    }
+    if (isCatchUp(trigger) && !this.#admitted(trigger)) return Promise.resolve();
     const episode = state.kind === 'backoff' ? state.episode : undefined;
     const controller = new AbortController();
     this.#attemptAbort = controller;
     const flight = Promise.resolve().then(() => this.#attempt(trigger, episode, controller));
     this.#transition({ kind: 'refreshing', episode, flight });
     return flight;
+  }
+
+  /**
+   * Asks the pacer to admit a catch-up attempt now. If it does not, the state
+   * records the wait (keeping the trigger that first asked) — unless the
+   * keeper, in backoff, would get its turn no sooner than its own next
+   * attempt: then it does not take a place in line.
+   */
+  #admitted(trigger: CatchUpTrigger): boolean {
+    const state = this.#state;
+    if (state.kind !== 'fresh' && state.kind !== 'backoff') return true;
+    const urgent = this.peekToken() === undefined;
+    const ownAttempt = state.kind === 'backoff' ? state.nextAttemptAt : Infinity;
+    const onTurn = (): void => {
+      this.#arm();
+    };
+    if (this.#pacer.admit(this, urgent, onTurn, ownAttempt) <= 0) return true;
+    if (this.#pacer.turnIn(this) === undefined) return false; // its own attempt comes first
+    this.#transition({ ...state, catchUp: state.catchUp ?? trigger });
+    return false;
   }
 
   /**
@@ -484,17 +565,19 @@ export class TokenKeeper {
     const deadline = this.#clock.setTimeout(() => {
       controller.abort(DEADLINE);
     }, ATTEMPT_DEADLINE_MS);
+    const cutOffOutcome: Outcome = { kind: 'failure', verdict: ATTEMPT_TIMEOUT };
     let cutOff: (outcome: Outcome) => void = () => undefined;
     const cut = new Promise<Outcome>((resolve) => (cutOff = resolve));
     const onAbort = (): void => {
-      cutOff({ kind: 'failure', verdict: ATTEMPT_TIMEOUT });
+      cutOff(cutOffOutcome);
     };
     signal.addEventListener('abort', onAbort, { once: true });
     const store = this.#options.store;
     const exchange = (): Promise<Outcome> => this.#exchange(signal);
+    const ran = store.exclusive ? store.exclusive(exchange, signal) : exchange();
     let outcome: Outcome;
     try {
-      outcome = await Promise.race([store.exclusive ? store.exclusive(exchange, signal) : exchange(), cut]);
+      outcome = await Promise.race([ran, cut]);
     } catch (error) {
       // The lock could not be had (or a store call threw): no verdict on the credential.
       outcome = { kind: 'failure', verdict: classifyFailure(networkFailureFrom(error), this.#clock.now()) };
@@ -505,6 +588,15 @@ export class TokenKeeper {
       if (this.#attemptAbort === controller) this.#attemptAbort = undefined;
     }
     if (aborted(signal) && signal.reason !== DEADLINE) return; // stopped or superseded: quietly
+    if (outcome === cutOffOutcome) {
+      // Given up at its deadline, the exchange may still be answered: then what it saved is what to hold.
+      void ran.then(
+        (late) => {
+          this.#lateOutcome(late);
+        },
+        () => undefined,
+      );
+    }
     this.#lastAttempt = { wall: this.#clock.now(), mono: this.#clock.monotonic() };
     const at = this.#clock.now();
     const durationMs = this.#clock.monotonic() - started;
@@ -539,6 +631,19 @@ export class TokenKeeper {
   }
 
   /**
+   * An exchange that went on after its attempt was given up at the deadline
+   * (a slow lock, token endpoint or store) and was answered: the server has
+   * spent the old refresh token, and the exchange saved the new set and took
+   * it into use (see {@link TokenKeeper.#exchange}). Once the lock is let go,
+   * the failure episode that the deadline began is over — unless another
+   * attempt is already under way, which will use the new set.
+   */
+  #lateOutcome(late: Outcome): void {
+    if (late.kind !== 'refreshed' || this.#state.kind !== 'backoff' || this.#held?.set !== late.tokens) return;
+    this.#accept(late.tokens, 'a refresh given up at its deadline was answered after all', 'schedule');
+  }
+
+  /**
    * The DESIGN §5 protocol, run under the credential's lock when the store has
    * one: re-read → skip if another process already refreshed → refresh →
    * save. An `invalid_grant` is believed only after one more re-read: another
@@ -548,6 +653,7 @@ export class TokenKeeper {
    * whole token family.
    */
   async #exchange(signal: AbortSignal): Promise<Outcome> {
+    const credential = this.#credential;
     let reread = await this.#adoptNewer(signal);
     for (;;) {
       if (reread === 'unreadable') return { kind: 'failure', verdict: STORE_UNREADABLE };
@@ -563,9 +669,21 @@ export class TokenKeeper {
       if (result.ok) {
         const tokens = tokenSetFrom(result.tokens, sentAt, refreshToken);
         if (tokens === undefined) return { kind: 'failure', verdict: BAD_EXPIRES_IN };
-        // Persisted before it is used, and even when stopping: the old refresh
-        // token is spent now. Only new credentials (setTokens) make it moot.
-        if (signal.reason !== SUPERSEDED) await this.#persist(tokens);
+        // Persisted before it is used, and even when stopping or past the
+        // deadline: the old refresh token is spent now. Only new credentials
+        // (setTokens) make it moot.
+        if (credential !== this.#credential) return { kind: 'refreshed', tokens };
+        await this.#persist(tokens);
+        if (aborted(signal) && signal.reason === DEADLINE && this.#held?.set === held.set) {
+          // The attempt was given up, but the server answered: from now on only this set's refresh
+          // token is good, so it is held at once (under the lock, before any other exchange can start).
+          this.#held = this.#hold(tokens);
+          this.#emit({
+            type: 'adopted',
+            at: this.#clock.now(),
+            detail: 'a refresh given up at its deadline was answered after all; its token set is in use',
+          });
+        }
         return { kind: 'refreshed', tokens };
       }
       if (aborted(signal)) return { kind: 'failure', verdict: ATTEMPT_TIMEOUT };
@@ -591,8 +709,9 @@ export class TokenKeeper {
     const held = this.#held;
     if (aborted(signal) || stored === undefined || held === undefined) return 'none';
     // Changed since we last knew it, and not ours: a refresh made elsewhere (rotating or not).
-    if (stored.accessToken === this.#lastKnownStored || stored.accessToken === held.set.accessToken) return 'none';
+    if (this.#isOwn(stored.accessToken) || stored.accessToken === held.set.accessToken) return 'none';
     this.#lastKnownStored = stored.accessToken;
+    this.#failedSaves = undefined;
     this.#held = this.#hold(stored);
     // A set of ours whose save failed is older than this one: it must not overwrite it.
     this.#unsaved = undefined;
@@ -605,17 +724,38 @@ export class TokenKeeper {
     return 'adopted';
   }
 
-  /** Saves one token set after any save still in progress, so that saves land in order. */
-  #persist(tokens: TokenSet): Promise<void> {
+  /**
+   * Saves one token set after any save still in progress, so that saves land
+   * in order — unless a set made after it has been written meanwhile. The
+   * caller holds the store's lock (see {@link TokenKeeper.#locked}).
+   */
+  #persist(tokens: TokenSet, generation = ++this.#generations): Promise<void> {
     return this.#enqueue(async () => {
+      if (generation < this.#written) return; // older than a set already written: its refresh token is spent
+      this.#written = generation;
       try {
         await this.#options.store.save(tokens);
       } catch (error) {
-        this.#saveFailed(tokens, error);
+        this.#saveFailed(tokens, error, generation);
         return;
       }
       this.#saved(tokens);
     });
+  }
+
+  /**
+   * Runs `save` under the store's lock, when it has one — taken before the
+   * save queue, the one order every save takes. Only the store's own timeout
+   * ends the wait: a stop does not make a save moot.
+   */
+  #locked(save: () => Promise<void>): Promise<void> {
+    const store = this.#options.store;
+    return store.exclusive ? store.exclusive(save, new AbortController().signal) : save();
+  }
+
+  /** Whether the store holding `accessToken` can be this keeper's doing (see {@link TokenKeeper.#failedSaves}). */
+  #isOwn(accessToken: string): boolean {
+    return accessToken === this.#lastKnownStored || this.#failedSaves?.includes(accessToken) === true;
   }
 
   /** Runs `write` (which never rejects) after any save still in progress. */
@@ -627,6 +767,7 @@ export class TokenKeeper {
 
   #saved(tokens: TokenSet): void {
     this.#lastKnownStored = tokens.accessToken;
+    this.#failedSaves = undefined;
     const unsaved = this.#unsaved;
     if (unsaved === undefined) return;
     this.#unsaved = undefined;
@@ -643,11 +784,12 @@ export class TokenKeeper {
    * The in-memory token keeps serving: a failed save is reported (once per
    * token set; retries that fail are only counted), not fatal, and retried.
    */
-  #saveFailed(tokens: TokenSet, error: unknown): void {
+  #saveFailed(tokens: TokenSet, error: unknown, generation: number): void {
     const prior = this.#unsaved;
     if (prior?.tokens !== tokens)
       this.#emit({ type: 'persist_failed', at: this.#clock.now(), detail: errorCode(error) });
-    this.#unsaved = { tokens, failures: (prior?.failures ?? 0) + 1 };
+    this.#unsaved = { tokens, failures: (prior?.failures ?? 0) + 1, generation };
+    if (!this.#isOwn(tokens.accessToken)) (this.#failedSaves ??= []).push(tokens.accessToken);
     this.#armSaveRetry();
   }
 
@@ -666,9 +808,10 @@ export class TokenKeeper {
   /**
    * Saves the set whose save failed once more. The DESIGN §5 protocol, under
    * the credential's lock and in line with the other saves: re-read, and
-   * write only over the set this keeper last knew the store held. A set
-   * written since by another process (or `tether login`) is newer: it is left
-   * in place, and the next attempt adopts it.
+   * write only over a set of this keeper's own — the one it last knew the
+   * store held, or one whose save failed but may have landed. A set written
+   * since by another process (or `tether login`) is newer: it is left in
+   * place, and the next attempt adopts it.
    */
   #retrySave(): Promise<void> {
     if (this.#unsaved === undefined) return Promise.resolve();
@@ -682,7 +825,7 @@ export class TokenKeeper {
           if (this.#unsaved !== unsaved) return; // adopted or saved meanwhile
           if (stored?.accessToken === unsaved.tokens.accessToken) {
             this.#saved(unsaved.tokens); // the failed save had landed after all
-          } else if (stored?.accessToken !== this.#lastKnownStored) {
+          } else if (stored === undefined || !this.#isOwn(stored.accessToken)) {
             this.#unsaved = undefined;
             this.#armSaveRetry();
           } else {
@@ -690,14 +833,13 @@ export class TokenKeeper {
             this.#saved(unsaved.tokens);
           }
         } catch (error) {
-          this.#saveFailed(unsaved.tokens, error);
+          this.#saveFailed(unsaved.tokens, error, unsaved.generation);
         }
       });
-    // Only the store's own timeout ends a wait for the lock: a stop tries once more anyway.
-    const locked = store.exclusive?.(retry, new AbortController().signal);
-    return (locked ?? retry()).catch((error: unknown) => {
+    return this.#locked(retry).catch((error: unknown) => {
       // The lock could not be had: the save waits for the next retry.
-      if (this.#unsaved !== undefined) this.#saveFailed(this.#unsaved.tokens, error);
+      const unsaved = this.#unsaved;
+      if (unsaved !== undefined) this.#saveFailed(unsaved.tokens, error, unsaved.generation);
     });
   }
 
@@ -804,41 +946,61 @@ export class TokenKeeper {
     if (this.#refreshDueIn() <= 0) void this.#startAttempt(trigger);
   }
 
-  /**
-   * Ms until the held token's refresh may start: its refresh point, the gap
-   * after the last attempt, and the pacer's slot if it waits for one.
-   */
+  /** Ms until the held token's refresh may start: its refresh point, and the gap after the last attempt. */
   #refreshDueIn(): number {
-    const state = this.#state;
     const refreshAt = this.#held?.refreshAt ?? Infinity;
     const gap = Math.max(this.#config.probeMinInterval, MIN_REFRESH_GAP_MS);
-    const slot =
-      state.kind === 'fresh' && state.catchUpAt !== undefined ? state.catchUpAt - this.#clock.monotonic() : 0;
-    return Math.max(refreshAt - this.#clock.now(), this.#waitBeforeAttempt(gap, undefined), slot);
+    return Math.max(refreshAt - this.#clock.now(), this.#waitBeforeAttempt(gap, undefined));
   }
 
   /**
    * Stops serving `token`, which the resource server rejected, if it is still
-   * the one held while refreshes fail: it counts as expired for sending from
-   * now on, so the status turns to `auth_retrying` and requests are told when
-   * the next attempt comes instead of being sent to earn another `401`.
+   * the one held and served while refreshes fail: the status turns to
+   * `auth_retrying`, and requests are told when the next attempt comes
+   * instead of being sent to earn another `401`.
+   *
+   * For a while only: a `401` may be a glitch of the resource server while the
+   * token is good, and a distrust that lasted until a refresh succeeds would
+   * answer every request with a `503` for the rest of a token-endpoint outage.
+   * So the token is trusted again after the probe minimum; a rejection after
+   * that distrusts it for twice as long, up to the tick interval — a token
+   * the resource server really refuses then costs one burst of `401`s per
+   * tick, as an idle retry would.
    */
   #distrust(token: string): void {
     const state = this.#state;
     const held = this.#held;
     const now = this.#clock.now();
     if (state.kind !== 'backoff' || held?.set.accessToken !== token || !(now < held.sendExpiresAt)) return;
-    this.#held = { ...held, sendExpiresAt: now };
+    const times = (held.distrust?.times ?? 0) + 1;
+    const lasts = Math.min(this.#config.probeMinInterval * 2 ** Math.min(times - 1, 40), this.#config.tickInterval);
+    const expiresAt = held.distrust?.expiresAt ?? held.sendExpiresAt;
+    this.#held = {
+      ...held,
+      sendExpiresAt: now,
+      distrust: { until: Math.min(now + lasts, expiresAt), times, expiresAt },
+    };
     this.#transition(state);
+  }
+
+  /** Serves the held token again once its distrust has lapsed (see {@link TokenKeeper.#distrust}). */
+  #trustAgain(): void {
+    const held = this.#held;
+    const distrust = held?.distrust;
+    if (held === undefined || distrust === undefined || held.sendExpiresAt === distrust.expiresAt) return;
+    if (this.#clock.now() >= distrust.until) this.#held = { ...held, sendExpiresAt: distrust.expiresAt };
   }
 
   // ---- transitions, timers, status ------------------------------------------
 
   /** The one place where the state changes: event, timer and status follow from the new state. */
   #transition(next: State, reason?: string): void {
-    const from = this.#state.kind;
+    const prior = this.#state;
+    const from = prior.kind;
     if (from === 'stopped') return; // stopped is final, even for a listener's late call
     this.#state = next;
+    // Out of the pacer's line as soon as no catch-up attempt waits: the next keeper's turn comes sooner.
+    if (catchUpOf(prior) !== undefined && catchUpOf(next) === undefined) this.#pacer.withdraw(this);
     if (from !== next.kind) this.#emit({ type: 'state', at: this.#clock.now(), from, to: next.kind });
     this.#arm();
     this.#updateStatus(reason);
@@ -857,30 +1019,54 @@ export class TokenKeeper {
     }, delay);
   }
 
-  /** Monotonic time of the next thing to do: an attempt, or the moment the status must turn. */
+  /**
+   * Monotonic time of the next thing to do: an attempt, asking the pacer
+   * again when the keeper's turn comes, or the moment the status must turn.
+   */
   #nextWake(): number | undefined {
     const state = this.#state;
+    const mono = this.#clock.monotonic();
+    let due = this.#statusTurnsAt();
+    if (state.kind === 'fresh') {
+      const held = this.#held;
+      if (state.catchUp !== undefined) due = Math.min(due, mono + (this.#pacer.turnIn(this) ?? 0));
+      else if (held !== undefined && held.refreshAt !== Infinity) due = Math.min(due, mono + this.#refreshDueIn());
+    } else if (state.kind === 'backoff') {
+      const turn = state.catchUp === undefined ? undefined : this.#pacer.turnIn(this);
+      due = Math.min(due, state.nextAttemptAt, turn === undefined ? Infinity : mono + turn);
+    } else if (state.kind !== 'refreshing') {
+      return undefined;
+    }
+    return due === Infinity ? undefined : due;
+  }
+
+  /**
+   * Monotonic time at which the status may turn with no attempt: when a
+   * distrusted token is trusted again, or when the held token expires for
+   * sending while the keeper is failing — also with an attempt in flight — or
+   * waiting to refresh it (its turn in the pacer's line).
+   */
+  #statusTurnsAt(): number {
+    const state = this.#state;
     const held = this.#held;
-    if (state.kind === 'fresh')
-      return held && held.refreshAt !== Infinity ? this.#clock.monotonic() + this.#refreshDueIn() : undefined;
-    // While failing with a valid token, the status must turn the moment that
-    // token expires for sending — also while an attempt is still in flight.
-    const turnsAt =
-      'episode' in state && state.episode !== undefined && held !== undefined && this.#clock.now() < held.sendExpiresAt
-        ? this.#toMono(held.sendExpiresAt)
-        : Infinity;
-    if (state.kind === 'backoff') return Math.min(state.nextAttemptAt, turnsAt);
-    return state.kind === 'refreshing' && turnsAt !== Infinity ? turnsAt : undefined;
+    if (held === undefined) return Infinity;
+    const now = this.#clock.now();
+    if (held.distrust !== undefined && now < held.distrust.until) return this.#toMono(held.distrust.until);
+    const watched = state.kind === 'fresh' || ('episode' in state && state.episode !== undefined);
+    return watched && now < held.sendExpiresAt ? this.#toMono(held.sendExpiresAt) : Infinity;
   }
 
   #onTimer(): void {
+    this.#trustAgain();
     const state = this.#state;
     // A timer may fire before what it waits for (delays are capped): then it is re-armed.
-    const due =
-      (state.kind === 'fresh' && this.#refreshDueIn() <= 0) ||
-      (state.kind === 'backoff' && this.#clock.monotonic() >= state.nextAttemptAt);
-    if (due) void this.#startAttempt('schedule');
-    else {
+    if (state.kind === 'backoff' && this.#clock.monotonic() >= state.nextAttemptAt) {
+      void this.#startAttempt('schedule'); // its own attempt: out of the pacer's line, if it was in it
+    } else if ((state.kind === 'fresh' || state.kind === 'backoff') && state.catchUp !== undefined) {
+      void this.#startAttempt(state.catchUp); // asks again: its turn, or a token that has expired meanwhile
+    } else if (state.kind === 'fresh' && this.#refreshDueIn() <= 0) {
+      void this.#startAttempt('schedule');
+    } else {
       this.#updateStatus();
       this.#arm();
     }
@@ -895,9 +1081,14 @@ export class TokenKeeper {
     if (state.kind === 'unauthenticated') {
       status = 'unauthenticated';
       why = state.reason;
-    } else if (this.#health() === 'failing' && 'episode' in state && state.episode !== undefined) {
+    } else if (this.#health() === 'failing') {
       status = 'auth_retrying';
-      why = `no valid token; refresh failing since ${new Date(state.episode.failingSince).toISOString()}: ${state.episode.last.reason} ${state.episode.last.detail}`;
+      const episode = 'episode' in state ? state.episode : undefined;
+      if (episode !== undefined)
+        why = `no valid token; refresh failing since ${new Date(episode.failingSince).toISOString()}: ${episode.last.reason} ${episode.last.detail}`;
+      else if (catchUpOf(state) !== undefined)
+        why = `no valid token; its refresh waits its turn (catch-up refreshes in this process are paced at ${String(this.#pacer.rate)} per second)`;
+      else why = 'no valid token; its refresh waits out the minimum gap after the last attempt';
     }
     if (status === this.#status) return;
     this.#status = status;
@@ -911,12 +1102,22 @@ export class TokenKeeper {
     }
   }
 
+  /**
+   * `failing` whenever no valid token can be served and it is not given up:
+   * in a failure episode, and also while waiting to refresh it with no
+   * failure yet (its turn in the pacer's line, or the gap after the last
+   * attempt) — not on the way to an attempt that starts at once. An attempt
+   * in flight without a failure behind it keeps the status it started in.
+   */
   #health(): RefreshHealth {
     const state = this.#state;
     if (state.kind === 'unauthenticated') return 'given_up';
+    const valid = this.peekToken() !== undefined;
     const episode = 'episode' in state ? state.episode : undefined;
-    if (episode === undefined) return 'ok';
-    return this.peekToken() !== undefined ? 'degraded' : 'failing';
+    if (episode !== undefined) return valid ? 'degraded' : 'failing';
+    if (valid) return 'ok';
+    if (state.kind === 'fresh') return state.catchUp !== undefined || this.#refreshDueIn() > 0 ? 'failing' : 'ok';
+    return state.kind === 'refreshing' && this.#status === 'auth_retrying' ? 'failing' : 'ok';
   }
 
   #toMono(wall: number): number {
@@ -936,6 +1137,11 @@ export class TokenKeeper {
       }
     }
   }
+}
+
+/** The trigger of the catch-up attempt waiting in the pacer's line, if one does. */
+function catchUpOf(state: State): CatchUpTrigger | undefined {
+  return state.kind === 'fresh' || state.kind === 'backoff' ? state.catchUp : undefined;
 }
 
 /**

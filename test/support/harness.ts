@@ -1,7 +1,10 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { FakeClock } from '../../src/clock/fake.js';
 import { DEFAULT_KEEPER_CONFIG, type KeeperConfig } from '../../src/config/keeper-config.js';
 import type { RefreshFailure } from '../../src/keeper/failure.js';
 import { TokenKeeper, type KeeperOptions } from '../../src/keeper/keeper.js';
+import { DEFAULT_LOCK_OPTIONS } from '../../src/store/lock.js';
+import { TetherError } from '../../src/errors.js';
 import type { KeeperEvent, KeeperStatus, RefreshResult, TokenSet } from '../../src/keeper/types.js';
 
 export const SECOND = 1000;
@@ -109,24 +112,52 @@ export class TokenEndpoint {
   };
 }
 
+/** How long the store's lock is waited for before `ERR_STORE_LOCK_TIMEOUT`, as `DEFAULT_LOCK_OPTIONS.timeoutMs`. */
+export const STORE_LOCK_TIMEOUT_MS = DEFAULT_LOCK_OPTIONS.timeoutMs;
+
+/** A lock held, as the store's async context sees it: `held` turns false on release. */
+interface Claim {
+  held: boolean;
+}
+
+/** The stores' locks held along the current async chain (one storage for all stores, as `lock.ts` has it). */
+const holding = new AsyncLocalStorage<ReadonlyMap<MemoryStore, Claim>>();
+
 /**
  * An in-memory store that records what was saved, in order. A save can be
- * made to take time (like an fsync), loads can fail, and its cross-process
- * lock (`exclusive`) is modelled by an in-process mutex that can be made to
- * hang, as a lock whose holder never lets go would.
+ * made to take time (like an fsync), loads can fail, and a save can fail
+ * after it has written (a rename that landed before a failed fsync).
+ *
+ * Its cross-process lock is modelled as `CredentialStore` has it: `exclusive`
+ * and `save` both take it (first come, first served unless told otherwise), re-entrant along the
+ * async chain that holds it (`save` inside `exclusive` runs at once), and a
+ * wait ends after {@link STORE_LOCK_TIMEOUT_MS} with `ERR_STORE_LOCK_TIMEOUT`
+ * or when the signal aborts. It can be made to hang, as a lock whose holder
+ * never lets go would, and be held by someone else for a while (`holdLock`).
  */
 export class MemoryStore {
   tokens: TokenSet | undefined;
   readonly saved: TokenSet[] = [];
   failSaves = false;
+  /** The next this many saves write the tokens, then fail. */
+  failAfterWriting = 0;
   failLoads = false;
   saveDelayMs = 0;
   /** Delays for the next saves, one each, before `saveDelayMs` applies again. */
   readonly saveDelays: number[] = [];
   loadDelayMs = 0;
   lockHangs = false;
+  /**
+   * The last waiter gets the lock first: a file lock is polled, so among
+   * waiters in one process any may win — this makes the latest one win.
+   */
+  lockLastComeFirst = false;
+  /** Locks taken by `exclusive` (not re-entrant ones). */
   locksTaken = 0;
-  #lock: Promise<void> = Promise.resolve();
+  /** Lock waits that ended in `ERR_STORE_LOCK_TIMEOUT`. */
+  lockTimeouts = 0;
+  #holder: Claim | undefined;
+  readonly #waiting: { grant: (claim: Claim) => void }[] = [];
 
   constructor(private readonly clock: FakeClock) {}
 
@@ -136,31 +167,80 @@ export class MemoryStore {
     return this.tokens;
   }
 
-  async save(tokens: TokenSet): Promise<void> {
-    const delay = this.saveDelays.shift() ?? this.saveDelayMs;
-    if (delay > 0) await this.#wait(delay);
-    if (this.failSaves) throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
-    this.tokens = tokens;
-    this.saved.push(tokens);
+  save(tokens: TokenSet): Promise<void> {
+    return this.#locked(async () => {
+      const delay = this.saveDelays.shift() ?? this.saveDelayMs;
+      if (delay > 0) await this.#wait(delay);
+      if (this.failSaves) throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
+      this.tokens = tokens;
+      this.saved.push(tokens);
+      if (this.failAfterWriting > 0) {
+        this.failAfterWriting--;
+        throw Object.assign(new Error('i/o error'), { code: 'EIO' });
+      }
+    }, undefined);
   }
 
   exclusive<T>(exchange: () => Promise<T>, signal: AbortSignal): Promise<T> {
-    if (this.lockHangs) {
-      return new Promise<T>((_resolve, reject) => {
-        signal.addEventListener('abort', () => {
-          reject(Object.assign(new Error('lock wait aborted'), { code: 'ABORT_ERR' }));
-        });
-      });
+    return this.#locked(exchange, signal, () => this.locksTaken++);
+  }
+
+  /** Someone else (another process) holds the lock for `ms`. */
+  holdLock(ms: number): Promise<void> {
+    return this.#locked(() => this.#wait(ms), undefined);
+  }
+
+  async #locked<T>(fn: () => Promise<T>, signal: AbortSignal | undefined, taken?: () => void): Promise<T> {
+    const outer = holding.getStore();
+    if (outer?.get(this)?.held === true) return fn();
+    const claim = await this.#acquire(signal);
+    taken?.();
+    try {
+      return await holding.run(new Map(outer).set(this, claim), fn);
+    } finally {
+      claim.held = false;
+      this.#holder = undefined;
+      this.#waiting.shift()?.grant({ held: true });
     }
-    const run = this.#lock.then(() => {
-      this.locksTaken++;
-      return exchange();
+  }
+
+  #acquire(signal: AbortSignal | undefined): Promise<Claim> {
+    if (this.#holder === undefined && this.#waiting.length === 0 && !this.lockHangs) {
+      this.#holder = { held: true };
+      return Promise.resolve(this.#holder);
+    }
+    return new Promise<Claim>((resolve, reject) => {
+      const waiter = {
+        grant: (claim: Claim): void => {
+          done();
+          this.#holder = claim;
+          resolve(claim);
+        },
+      };
+      const give = (error: Error): void => {
+        done();
+        const at = this.#waiting.indexOf(waiter);
+        if (at >= 0) this.#waiting.splice(at, 1);
+        reject(error);
+      };
+      const timer = this.lockHangs
+        ? undefined
+        : this.clock.setTimeout(() => {
+            this.lockTimeouts++;
+            give(new TetherError('ERR_STORE_LOCK_TIMEOUT', 'gave up waiting for the lock'));
+          }, STORE_LOCK_TIMEOUT_MS);
+      const onAbort = (): void => {
+        give(Object.assign(new Error('lock wait aborted'), { code: 'ABORT_ERR' }));
+      };
+      const done = (): void => {
+        if (timer !== undefined) this.clock.clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (this.lockHangs) return;
+      if (this.lockLastComeFirst) this.#waiting.unshift(waiter);
+      else this.#waiting.push(waiter);
     });
-    this.#lock = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    return run;
   }
 
   #wait(ms: number): Promise<void> {
