@@ -12,6 +12,7 @@ import {
   MINUTE,
   REFUSED,
   SECOND,
+  STORE_LOCK_TIMEOUT_MS,
   WAF_403,
   attempts,
   startHarness,
@@ -1108,5 +1109,84 @@ describe('TokenKeeper — improvements over give-up and fixed-cadence monitors',
     await h.keeper.trigger('wake');
     expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok']);
     expect(h.statuses).toEqual([]);
+  });
+});
+
+describe('TokenKeeper — review fixes (rotated sets, late saves, distrust)', () => {
+  it('an exchange whose save landed before the deadline, but whose lock was let go after it, leaves the new set held', async () => {
+    const h = await startHarness();
+    h.store.releaseDelayMs = ATTEMPT_DEADLINE_MS + 5 * SECOND; // saved at 45:00, the lock let go at 46:05
+    await h.clock.advance(45 * MINUTE + ATTEMPT_DEADLINE_MS + SECOND);
+    h.store.releaseDelayMs = 0;
+    expect(attempts(h.events).map((a) => [a.outcome, a.reason])).toEqual([['transient', 'attempt_timeout']]);
+    expect(h.store.tokens).toMatchObject({ accessToken: 'at-2', refreshToken: h.endpoint.current });
+    await h.clock.advance(2 * HOUR);
+    expect(h.endpoint.requests.map((r) => r.answer)).not.toContain('invalid_grant');
+    expect(h.keeper.status).toBe('running');
+    expect(h.statuses).toEqual([]);
+  });
+
+  it('new credentials whose lock wait timed out are not written over the refresh made of them meanwhile', async () => {
+    const h = await startHarness();
+    h.store.lockLastComeFirst = true;
+    void h.store.holdLock(SECOND); // another process holds the lock
+    const login = h.endpoint.login();
+    const due = { ...login, issuedAt: h.clock.now() - 30 * MINUTE, expiresAt: h.clock.now() + 5 * MINUTE };
+    // Due at once: its refresh gets the lock first, saves, and holds the lock until the save of `due` gives up.
+    h.store.releaseDelayMs = STORE_LOCK_TIMEOUT_MS;
+    h.keeper.setTokens(due);
+    await h.clock.advance(2 * SECOND);
+    h.store.releaseDelayMs = 0;
+    expect(h.endpoint.requests.map((r) => r.answer)).toEqual(['ok']);
+    await h.clock.advance(5 * MINUTE);
+    expect(h.store.lockTimeouts).toBe(1);
+    expect(h.store.tokens).toMatchObject({ refreshToken: h.endpoint.current });
+    await h.clock.advance(2 * HOUR);
+    expect(h.endpoint.requests.map((r) => r.answer)).not.toContain('invalid_grant');
+    expect(h.keeper.status).toBe('running');
+  });
+
+  it('with a probe minimum of 0, a rejected token is served again at once', async () => {
+    const h = await startHarness({ config: { probeMinInterval: 0 } });
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(50 * MINUTE); // failing since 45 min; at-1 valid until 59 min
+    await h.keeper.rejected('at-1');
+    await h.clock.advance(1);
+    expect(h.keeper.peekToken()).toBe('at-1');
+    expect(await h.keeper.getToken()).toBe('at-1');
+    expect(h.keeper.snapshot().refresh.state).toBe('degraded');
+  });
+
+  it('a token distrusted when an attempt fails still gets its attempt just before it expires for sending', async () => {
+    // Jitter 0.1: refreshes from 40:12; slow-tier attempts at 51:30 and 55:42, then 59:54 — past at-1's 59:00.
+    const h = await startHarness({ random: () => 0.1, config: { probeMinInterval: 2 * MINUTE } });
+    h.endpoint.fault = WAF_403;
+    await h.clock.advance(3250 * SECOND);
+    await h.keeper.rejected('at-1'); // distrusted for 2 min: still when the attempt at 55:42 fails
+    await h.clock.advance(20 * MINUTE);
+    const sendExpiry = (h.store.tokens?.expiresAt ?? 0) - MINUTE;
+    const last = h.endpoint.requests.filter((r) => r.at < sendExpiry).at(-1)?.at ?? 0;
+    expect(sendExpiry - last).toBeLessThanOrEqual(10 * SECOND); // within the lead (5 s)
+  });
+
+  it('an attempt cut off at its deadline that crosses the ceiling: the set its exchange saved late is taken up', async () => {
+    const h = await startHarness({ config: { ceiling: 10 * MINUTE } });
+    h.endpoint.fault = WAF_403;
+    const failingFrom = h.clock.now() + 45 * MINUTE;
+    let slow = true;
+    h.endpoint.beforeAnswer = () => {
+      if (!slow || h.clock.now() < failingFrom + 9 * MINUTE) return Promise.resolve();
+      slow = false; // the outage ends, but this answer comes after the attempt's deadline, past the ceiling
+      h.endpoint.fault = undefined;
+      return new Promise((resolve) => h.clock.setTimeout(resolve, ATTEMPT_DEADLINE_MS + 5 * SECOND));
+    };
+    await h.clock.advance(62 * MINUTE); // the last attempt before at-1 expires (58:55) is cut off at 59:55
+    expect(h.statuses.map((s) => s.status)).toEqual(['auth_retrying', 'unauthenticated', 'running']);
+    expect(h.store.tokens).toMatchObject({ accessToken: 'at-2', refreshToken: h.endpoint.current });
+    expect(h.keeper.state).toBe('fresh');
+    expect(await h.keeper.getToken()).toBe('at-2');
+    await h.clock.advance(2 * HOUR);
+    expect(h.endpoint.requests.map((r) => r.answer)).not.toContain('invalid_grant');
+    expect(h.keeper.status).toBe('running');
   });
 });

@@ -226,9 +226,10 @@ export class TokenKeeper {
   #lastKnownStored: string | undefined;
   /**
    * Access tokens of this keeper's sets whose saves failed since one last
-   * landed. A failed save may have written after all (a rename that landed
-   * before a failed fsync), so the store holding one of them is no sign of
-   * another process: each is older than the set held.
+   * landed (or a retry last read which one the store holds). A failed save
+   * may have written after all (a rename that landed before a failed fsync),
+   * so the store holding one of them is no sign of another process: each is
+   * older than the set held.
    */
   #failedSaves: string[] | undefined;
 
@@ -311,6 +312,7 @@ export class TokenKeeper {
 
   /** The cached token if it is valid for sending, without side effects. */
   peekToken(): string | undefined {
+    this.#trustAgain();
     const held = this.#held;
     return held !== undefined && this.#clock.now() < held.sendExpiresAt ? held.set.accessToken : undefined;
   }
@@ -322,6 +324,7 @@ export class TokenKeeper {
    * {@link TokenUnavailableError}.
    */
   getToken(): Promise<string> {
+    this.#trustAgain();
     const held = this.#held;
     if (held !== undefined && this.#clock.now() < held.sendExpiresAt) return held.promise;
     return this.#demand();
@@ -561,6 +564,7 @@ export class TokenKeeper {
    */
   async #attempt(trigger: Trigger, episode: Episode | undefined, controller: AbortController): Promise<void> {
     const { signal } = controller;
+    const credential = this.#credential;
     const started = this.#clock.monotonic();
     const deadline = this.#clock.setTimeout(() => {
       controller.abort(DEADLINE);
@@ -592,7 +596,7 @@ export class TokenKeeper {
       // Given up at its deadline, the exchange may still be answered: then what it saved is what to hold.
       void ran.then(
         (late) => {
-          this.#lateOutcome(late);
+          this.#lateOutcome(late, credential);
         },
         () => undefined,
       );
@@ -638,8 +642,12 @@ export class TokenKeeper {
    * the failure episode that the deadline began is over — unless another
    * attempt is already under way, which will use the new set.
    */
-  #lateOutcome(late: Outcome): void {
-    if (late.kind !== 'refreshed' || this.#state.kind !== 'backoff' || this.#held?.set !== late.tokens) return;
+  #lateOutcome(late: Outcome, credential: number): void {
+    if (late.kind !== 'refreshed' || credential !== this.#credential) return;
+    const state = this.#state.kind;
+    // Given up at the ceiling by this very attempt: the set it saved is good, and nothing else would take it up.
+    const givenUp = state === 'unauthenticated' && this.#held === undefined;
+    if (!givenUp && (state !== 'backoff' || this.#held?.set !== late.tokens)) return;
     this.#accept(late.tokens, 'a refresh given up at its deadline was answered after all', 'schedule');
   }
 
@@ -674,10 +682,12 @@ export class TokenKeeper {
         // (setTokens) make it moot.
         if (credential !== this.#credential) return { kind: 'refreshed', tokens };
         await this.#persist(tokens);
-        if (aborted(signal) && signal.reason === DEADLINE && this.#held?.set === held.set) {
-          // The attempt was given up, but the server answered: from now on only this set's refresh
-          // token is good, so it is held at once (under the lock, before any other exchange can start).
-          this.#held = this.#hold(tokens);
+        // From now on only this set's refresh token is good, so it is held at once (under the lock,
+        // before any other exchange can start) — also when the deadline is still to come: it may fire
+        // before the lock is let go, and the attempt is then given up with the new set held.
+        if (credential !== this.#credential || this.#held?.set !== held.set) return { kind: 'refreshed', tokens };
+        this.#held = this.#hold(tokens);
+        if (aborted(signal) && signal.reason === DEADLINE) {
           this.#emit({
             type: 'adopted',
             at: this.#clock.now(),
@@ -785,6 +795,7 @@ export class TokenKeeper {
    * token set; retries that fail are only counted), not fatal, and retried.
    */
   #saveFailed(tokens: TokenSet, error: unknown, generation: number): void {
+    if (generation < this.#written) return; // a newer set was written since: this one's refresh token is spent
     const prior = this.#unsaved;
     if (prior?.tokens !== tokens)
       this.#emit({ type: 'persist_failed', at: this.#clock.now(), detail: errorCode(error) });
@@ -820,6 +831,11 @@ export class TokenKeeper {
       this.#enqueue(async () => {
         const unsaved = this.#unsaved;
         if (unsaved === undefined) return; // a later save landed meanwhile
+        if (unsaved.generation < this.#written) {
+          this.#unsaved = undefined; // a newer set was written since: this one must not go over it
+          this.#armSaveRetry();
+          return;
+        }
         try {
           const stored = await store.load();
           if (this.#unsaved !== unsaved) return; // adopted or saved meanwhile
@@ -829,6 +845,10 @@ export class TokenKeeper {
             this.#unsaved = undefined;
             this.#armSaveRetry();
           } else {
+            // Read under the lock with no save of ours in flight: the set of ours on disk is now known,
+            // and the other failed saves did not land (so #failedSaves does not grow with every refresh).
+            this.#lastKnownStored = stored.accessToken;
+            this.#failedSaves = undefined;
             await store.save(unsaved.tokens);
             this.#saved(unsaved.tokens);
           }
@@ -900,8 +920,10 @@ export class TokenKeeper {
       next = { ...next, slowSteps: next.slowSteps + 1 };
     }
     const held = this.#held;
-    if (held !== undefined && held.sendExpiresAt !== Infinity) {
-      const lastChance = held.sendExpiresAt - preExpiryLead(held.set.issuedAt, held.sendExpiresAt);
+    // A distrusted token's real expiry for sending: the last chance before it is still worth an attempt.
+    const sendExpiresAt = held?.distrust?.expiresAt ?? held?.sendExpiresAt;
+    if (held !== undefined && sendExpiresAt !== undefined && sendExpiresAt !== Infinity) {
+      const lastChance = sendExpiresAt - preExpiryLead(held.set.issuedAt, sendExpiresAt);
       if (now + this.#config.probeMinInterval <= lastChance && now + delay > lastChance) delay = lastChance - now;
     }
     return { episode: next, delay: Math.max(delay, episode.retryAfterMs) };
@@ -941,7 +963,9 @@ export class TokenKeeper {
    * issuing tokens that are due on arrival cannot drive a tight loop.
    */
   #accept(tokens: TokenSet, reason: string, trigger: Trigger): void {
-    this.#held = this.#hold(tokens);
+    const held = this.#held;
+    // Already held (switched to under the lock by the exchange that saved it): kept as it is.
+    this.#held = held?.set === tokens && held.distrust === undefined ? held : this.#hold(tokens);
     this.#transition({ kind: 'fresh' }, reason);
     if (this.#refreshDueIn() <= 0) void this.#startAttempt(trigger);
   }
@@ -987,7 +1011,7 @@ export class TokenKeeper {
   #trustAgain(): void {
     const held = this.#held;
     const distrust = held?.distrust;
-    if (held === undefined || distrust === undefined || held.sendExpiresAt === distrust.expiresAt) return;
+    if (distrust === undefined || held === undefined || held.sendExpiresAt === distrust.expiresAt) return;
     if (this.#clock.now() >= distrust.until) this.#held = { ...held, sendExpiresAt: distrust.expiresAt };
   }
 
@@ -1024,6 +1048,7 @@ export class TokenKeeper {
    * again when the keeper's turn comes, or the moment the status must turn.
    */
   #nextWake(): number | undefined {
+    this.#trustAgain(); // lapsed before its timer fired (or with no timer, for a probe minimum of 0)
     const state = this.#state;
     const mono = this.#clock.monotonic();
     let due = this.#statusTurnsAt();
@@ -1051,7 +1076,8 @@ export class TokenKeeper {
     const held = this.#held;
     if (held === undefined) return Infinity;
     const now = this.#clock.now();
-    if (held.distrust !== undefined && now < held.distrust.until) return this.#toMono(held.distrust.until);
+    if (held.distrust !== undefined && held.sendExpiresAt !== held.distrust.expiresAt)
+      return this.#toMono(Math.max(held.distrust.until, now));
     const watched = state.kind === 'fresh' || ('episode' in state && state.episode !== undefined);
     return watched && now < held.sendExpiresAt ? this.#toMono(held.sendExpiresAt) : Infinity;
   }

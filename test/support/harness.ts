@@ -152,6 +152,8 @@ export class MemoryStore {
    * waiters in one process any may win — this makes the latest one win.
    */
   lockLastComeFirst = false;
+  /** How long letting go of a lock taken by `exclusive` takes, after its work is done (a slow unlink). */
+  releaseDelayMs = 0;
   /** Locks taken by `exclusive` (not re-entrant ones). */
   locksTaken = 0;
   /** Lock waits that ended in `ERR_STORE_LOCK_TIMEOUT`. */
@@ -182,7 +184,16 @@ export class MemoryStore {
   }
 
   exclusive<T>(exchange: () => Promise<T>, signal: AbortSignal): Promise<T> {
-    return this.#locked(exchange, signal, () => this.locksTaken++);
+    const releaseDelay = this.releaseDelayMs;
+    const run =
+      releaseDelay > 0
+        ? async (): Promise<T> => {
+            const result = await exchange();
+            await this.#wait(releaseDelay);
+            return result;
+          }
+        : exchange;
+    return this.#locked(run, signal, () => this.locksTaken++);
   }
 
   /** Someone else (another process) holds the lock for `ms`. */
