@@ -43,6 +43,7 @@ import { TokenKeeper } from '../src/keeper/keeper.js';
 import { CATCH_UP_SHARE } from '../src/keeper/pacer.js';
 import { EARLY_REFRESH_FRACTION, EARLY_REFRESH_SPREAD, tokenTimes } from '../src/keeper/timing.js';
 import type { KeeperStore, RefreshFunction, RefreshResult, TokenSet } from '../src/keeper/types.js';
+import { peakPerSecond } from './peak.js';
 import { machineLine, printTable } from './table.js';
 
 const exposedGc = globalThis.gc;
@@ -396,17 +397,6 @@ interface StormResult {
   /** What an even spread over the jitter window would give, % of keepers per second. */
   readonly evenPercent: number | undefined;
   readonly target: boolean;
-}
-
-/** The most timestamps in any window of one second. */
-function peakPerSecond(sorted: readonly number[]): number {
-  let best = 0;
-  let from = 0;
-  for (let i = 0; i < sorted.length; i++) {
-    while ((sorted[i] ?? 0) - (sorted[from] ?? 0) >= SECOND) from++;
-    best = Math.max(best, i - from + 1);
-  }
-  return best;
 }
 
 const sortNumbers = (values: number[]): number[] => values.sort((a, b) => a - b);

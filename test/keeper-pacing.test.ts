@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { peakPerSecond } from '../bench/peak.js';
 import { FakeClock } from '../src/clock/fake.js';
 import { DEFAULT_KEEPER_CONFIG } from '../src/config/keeper-config.js';
 import { TokenKeeper } from '../src/keeper/keeper.js';
@@ -203,17 +204,6 @@ function requestTimes(clock: FakeClock, endpoints: readonly TokenEndpoint[], sin
     .flatMap((e) => e.requests.map((r) => r.at - offset))
     .filter((t) => t >= since)
     .sort((a, b) => a - b);
-}
-
-/** The most requests in any window of one second. */
-function peakPerSecond(sorted: readonly number[]): number {
-  let best = 0;
-  let from = 0;
-  for (let i = 0; i < sorted.length; i++) {
-    while ((sorted[i] ?? 0) - (sorted[from] ?? 0) >= SECOND) from++;
-    best = Math.max(best, i - from + 1);
-  }
-  return best;
 }
 
 describe('TokenKeeper — catch-up attempts of many keepers in one process are paced', () => {
