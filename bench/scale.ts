@@ -58,8 +58,22 @@ const { values: flags } = parseArgs({
   options: {
     'idle-seconds': { type: 'string', default: '60' },
     'storm-lifetime-seconds': { type: 'string', default: '15' },
+    help: { type: 'boolean', short: 'h', default: false },
   },
 });
+if (flags.help) {
+  process.stdout.write(
+    [
+      'npm run bench:scale [-- --idle-seconds N --storm-lifetime-seconds N]',
+      '',
+      '1,000 and 10,000 token keepers in one process: heap per keeper, CPU while idle, refresh storms.',
+      '  --idle-seconds N            how long the idle CPU is measured (default 60)',
+      '  --storm-lifetime-seconds N  token lifetime of the storms on the real clock (default 15)',
+      '',
+    ].join('\n'),
+  );
+  process.exit(0);
+}
 function positive(name: string, raw: string): number {
   const value = Number(raw);
   if (!(Number.isFinite(value) && value > 0)) throw new Error(`--${name} must be a positive number, got ${raw}`);
