@@ -43,7 +43,7 @@ import { readEvents } from '../src/workloads/events.js';
 import { WorkloadFiles } from '../src/workloads/files.js';
 import { effectiveStatus, isWorkloadProcess, readStatus } from '../src/workloads/status.js';
 import { machineLine, printTable } from './table.js';
-import { jsonErrorField } from '../src/demo/story.js';
+import { failureRecordingFetch } from '../src/demo/story.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DEFAULT_SVG = path.join(ROOT, 'docs', 'outage.svg');
@@ -503,18 +503,9 @@ class Lane {
     this.#background.push(this.#watchStatus(files));
 
     let lastFailure: string | undefined;
-    // The SDK's HTTP error keeps only the status; this keeps the JSON `error` of the answer too.
-    const recordingFetch = async (input: string | URL, init?: RequestInit): Promise<Response> => {
-      const response = await fetch(input, init);
-      if (init?.method === 'POST' && !response.ok) {
-        const body = await response
-          .clone()
-          .text()
-          .catch(() => '');
-        lastFailure = `${String(response.status)} ${jsonErrorField(body) ?? 'error'}`;
-      }
-      return response;
-    };
+    const recordingFetch = failureRecordingFetch((answer) => {
+      lastFailure = `${String(answer.status)} ${answer.error ?? 'error'}`;
+    });
     const client = new Client({ name: 'bench-outage', version: '1.0.0' });
     client.onerror = () => undefined; // failures are recorded per call
     const transport = new StreamableHTTPClientTransport(new URL(status.proxyUrl), { fetch: recordingFetch });

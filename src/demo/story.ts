@@ -75,7 +75,7 @@ interface CallOutcome {
 }
 
 /** The last answer the local endpoint gave to a POST that failed. */
-interface FailedAnswer {
+export interface FailedAnswer {
   readonly status: number;
   readonly error: string | undefined;
   readonly retryAfter: string | null;
@@ -489,22 +489,9 @@ export class DemoStory {
       import('@modelcontextprotocol/sdk/client/streamableHttp.js'),
     ]);
     this.#isHttpError = (error) => error instanceof StreamableHTTPError;
-    // Records why a POST failed (status, the JSON `error`, Retry-After): the SDK's error keeps only the status.
-    const recordingFetch = async (input: string | URL, init?: RequestInit): Promise<Response> => {
-      const response = await fetch(input, init);
-      if (init?.method === 'POST' && !response.ok) {
-        const body = await response
-          .clone()
-          .text()
-          .catch(() => '');
-        this.#lastFailedAnswer = {
-          status: response.status,
-          error: jsonErrorField(body),
-          retryAfter: response.headers.get('retry-after'),
-        };
-      }
-      return response;
-    };
+    const recordingFetch = failureRecordingFetch((answer) => {
+      this.#lastFailedAnswer = answer;
+    });
     const client = new Client({ name: 'tether-demo-client', version: '1.0.0' });
     client.onerror = () => undefined; // failures are reported per call
     const transport = new StreamableHTTPClientTransport(new URL(url), { fetch: recordingFetch });
@@ -952,8 +939,33 @@ function firstText(result: unknown): string | undefined {
     : undefined;
 }
 
+/**
+ * A fetch for the SDK's HTTP transport that tells `onFailure` how each failed
+ * POST was answered (status, the JSON `error`, Retry-After): the SDK's error
+ * keeps only the status.
+ */
+export function failureRecordingFetch(
+  onFailure: (answer: FailedAnswer) => void,
+): (input: string | URL, init?: RequestInit) => Promise<Response> {
+  return async (input, init) => {
+    const response = await fetch(input, init);
+    if (init?.method === 'POST' && !response.ok) {
+      const body = await response
+        .clone()
+        .text()
+        .catch(() => '');
+      onFailure({
+        status: response.status,
+        error: jsonErrorField(body),
+        retryAfter: response.headers.get('retry-after'),
+      });
+    }
+    return response;
+  };
+}
+
 /** The `error` field of a JSON body (tether's own 503s, an OAuth error), if there is one. */
-export function jsonErrorField(body: string): string | undefined {
+function jsonErrorField(body: string): string | undefined {
   try {
     const value = JSON.parse(body) as unknown;
     return typeof value === 'object' && value !== null && 'error' in value && typeof value.error === 'string'
